@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv if missing and
+# install torch==2.13.0 first (the CPU wheel on disk), then neurosim with its extras.
+# Stamps make re-runs skip work already done.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+EXTRAS := dev,nir
+
+.PHONY: demo test install bench clean
+
+demo: $(VENV)/.neurosim-installed
+	$(VENV)/bin/neurosim demo
+
+test: $(VENV)/.neurosim-installed
+	$(PY) -m pytest -q
+
+install: $(VENV)/.neurosim-installed
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch-installed: | $(PY)
+	$(PIP) install --quiet $(TORCH)
+	touch $@
+
+$(VENV)/.neurosim-installed: $(VENV)/.torch-installed setup.cfg pyproject.toml
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

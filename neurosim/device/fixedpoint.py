@@ -1,0 +1,194 @@
+"""Fixed-point arithmetic of a chip, once, as pure vectorised torch functions.
+
+These are the only implementation of a profile's integer rules (DESIGN.md §1 "one source of
+truth"): the fake-quant training forward and the integer engine both call them. Every function
+works on integer tensors (the engine) and on float tensors that hold integral values (the
+training forward, exact while magnitudes stay below 2^24 in float32 or 2^53 in float64), and
+gives the same numbers on both.
+
+Conventions
+-----------
+* A ``b``-bit number is signed two's complement: range ``[-2^(b-1), 2^(b-1) - 1]``.
+* ``saturate`` clamps to that range; ``wrap`` reduces modulo ``2^b`` into it, as an adder of
+  ``b`` bits does.
+* A right shift by ``k`` divides by ``2^k`` and rounds either ``floor`` (toward minus
+  infinity: the arithmetic shift ``>>`` of two's-complement hardware, so ``-1 >> 1 == -1``)
+  or ``toward_zero`` (shift the magnitude, keep the sign: Lava's bit-accurate Loihi model).
+* Shift decay: ``v - (v >> k)`` (beta = 1 - 2^-k, Xylo). Multiply decay:
+  ``(v * d) >> b`` with ``d = round(beta * 2^b)`` (Loihi, b = 12). The product must fit int64:
+  with ``membrane_bits <= 32`` and ``b <= 31`` it does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from neurosim.device.profile import DecayFormat, Overflow, Rounding
+
+ShiftRounding = Literal["floor", "toward_zero"]
+ScaleRule = Literal["per_layer", "per_channel", "power_of_two"]
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """Smallest and largest value of a signed ``bits``-bit integer."""
+    _check_bits(bits)
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def saturate(x: Tensor, bits: int) -> Tensor:
+    """Clamp ``x`` to the signed ``bits``-bit range."""
+    lo, hi = int_range(bits)
+    return x.clamp(lo, hi)
+
+
+def wrap(x: Tensor, bits: int) -> Tensor:
+    """Reduce ``x`` modulo ``2^bits`` into the signed range (two's-complement overflow)."""
+    lo, _ = int_range(bits)
+    return torch.remainder(x - lo, 1 << bits) + lo
+
+
+def fit_to_bits(x: Tensor, bits: int, overflow: Overflow) -> Tensor:
+    """Apply the profile's overflow rule (``saturate`` or ``wrap``) at ``bits`` bits."""
+    if overflow == "saturate":
+        return saturate(x, bits)
+    if overflow == "wrap":
+        return wrap(x, bits)
+    raise ValueError(f"unknown overflow rule {overflow!r}")
+
+
+def out_of_range(x: Tensor, bits: int) -> Tensor:
+    """Boolean mask of the entries of ``x`` that a ``bits``-bit state cannot hold (the events
+    the engine counts as saturations or wraps)."""
+    lo, hi = int_range(bits)
+    return (x < lo) | (x > hi)
+
+
+def round_to_int(x: Tensor, rounding: Rounding, generator: torch.Generator | None = None) -> Tensor:
+    """Round a float tensor to integral values (same dtype).
+
+    ``nearest_even`` rounds half to even (IEEE default, ``torch.round``); ``floor`` rounds
+    toward minus infinity; ``stochastic`` rounds up with probability equal to the fractional
+    part, drawing from ``generator`` (required, so that the draw is seeded).
+    """
+    if not x.is_floating_point():
+        return x
+    if rounding == "nearest_even":
+        return torch.round(x)
+    if rounding == "floor":
+        return torch.floor(x)
+    if rounding == "stochastic":
+        if generator is None:
+            raise ValueError("stochastic rounding needs a seeded torch.Generator")
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return torch.floor(x + noise)
+    raise ValueError(f"unknown rounding {rounding!r}")
+
+
+def quantization_scale(w: Tensor, bits: int, rule: ScaleRule, channel_dim: int = 0) -> Tensor:
+    """Step size ``s`` such that ``w / s`` fills the signed ``bits``-bit range.
+
+    ``per_layer``: ``s = max|w| / (2^(b-1) - 1)``; ``per_channel``: the same per slice along
+    ``channel_dim`` (shape broadcastable to ``w``); ``power_of_two``: the per-layer ``s`` rounded
+    up to a power of two, so that scaling is a shift. An all-zero tensor gets ``s = 1``.
+    """
+    qmax = int_range(bits)[1]
+    if qmax == 0:
+        raise ValueError("a 1-bit signed format holds only -1 and 0; use bits >= 2 for weights")
+    w = w.detach()
+    if rule == "per_channel":
+        dims = [d for d in range(w.dim()) if d != channel_dim % max(w.dim(), 1)]
+        amax = w.abs().amax(dim=dims, keepdim=True) if dims else w.abs()
+    elif rule in ("per_layer", "power_of_two"):
+        amax = w.abs().max()
+    else:
+        raise ValueError(f"unknown scale rule {rule!r}")
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    if rule == "power_of_two":
+        scale = torch.exp2(torch.ceil(torch.log2(scale)))
+    return scale
+
+
+def quantize(x: Tensor, scale: Tensor | float, bits: int, rounding: Rounding = "nearest_even",
+             overflow: Overflow = "saturate", generator: torch.Generator | None = None) -> Tensor:
+    """Signed fixed-point code of ``x``: ``fit_to_bits(round(x / scale))`` as int64."""
+    q = round_to_int(x / scale, rounding, generator)
+    return fit_to_bits(q, bits, overflow).to(torch.int64)
+
+
+def dequantize(q: Tensor, scale: Tensor | float) -> Tensor:
+    """Float value of a fixed-point code: ``q * scale``."""
+    return q.to(torch.get_default_dtype()) * scale
+
+
+def shift_right(x: Tensor, k: Tensor | int, rounding: ShiftRounding = "floor") -> Tensor:
+    """``x / 2^k`` rounded ``floor`` (arithmetic shift) or ``toward_zero``; ``k`` may be a
+    per-element tensor of non-negative shifts."""
+    if x.is_floating_point():
+        scaled = x * torch.exp2(-torch.as_tensor(k, dtype=x.dtype, device=x.device))
+        return torch.floor(scaled) if rounding == "floor" else torch.trunc(scaled)
+    k = torch.as_tensor(k, dtype=x.dtype, device=x.device)
+    if rounding == "floor":
+        return torch.bitwise_right_shift(x, k)
+    if rounding == "toward_zero":
+        return torch.sign(x) * torch.bitwise_right_shift(x.abs(), k)
+    raise ValueError(f"unknown shift rounding {rounding!r}")
+
+
+def decay_by_shift(v: Tensor, k: Tensor | int, rounding: ShiftRounding = "floor",
+                   nonzero_step: bool = False) -> Tensor:
+    """Shift decay ``v - (v >> k)``: beta = 1 - 2^-k without a multiplier (Xylo).
+
+    With ``nonzero_step`` a decrement ``v >> k`` of 0 on a non-zero ``v`` becomes ``sign(v)``
+    (xylosim's ``decay()``), so small states still reach zero.
+    """
+    step = shift_right(v, k, rounding)
+    if nonzero_step:
+        step = torch.where(step == 0, torch.sign(v), step)
+    return v - step
+
+
+def decay_by_multiply(v: Tensor, d: Tensor | int, bits: int, rounding: ShiftRounding = "floor") -> Tensor:
+    """Multiply decay ``(v * d) >> bits`` with ``d = round(beta * 2^bits)`` (Loihi)."""
+    return shift_right(v * d, bits, rounding)
+
+
+def decay_multiplier(beta: Tensor | float, bits: int) -> Tensor:
+    """Integer decay factor ``d = round(beta * 2^bits)`` (half to even) as int64."""
+    return torch.round(torch.as_tensor(beta, dtype=torch.float64) * (1 << bits)).to(torch.int64)
+
+
+def decay_shift_for(beta: Tensor | float) -> Tensor:
+    """Shift ``k`` whose decay ``1 - 2^-k`` is nearest to ``beta`` in log scale, at least 1."""
+    beta = torch.as_tensor(beta, dtype=torch.float64).clamp(max=1 - 2.0 ** -31)
+    return torch.round(-torch.log2(1 - beta)).clamp(1, 31).to(torch.int64)
+
+
+def apply_decay(v: Tensor, fmt: DecayFormat, factor: Tensor | int | None = None) -> Tensor:
+    """Decay ``v`` by the profile's integer form. ``factor`` is the per-neuron shift ``k``
+    (shift) or multiplier ``d`` (multiply); default: the profile's own shift."""
+    if fmt.kind == "shift":
+        return decay_by_shift(v, fmt.shift if factor is None else factor, fmt.rounding, fmt.nonzero_step)
+    if factor is None:
+        raise ValueError("a multiply decay needs its integer factor d = round(beta * 2^bits)")
+    return decay_by_multiply(v, factor, fmt.bits, fmt.rounding)
+
+
+def exact_float_bound(dtype: torch.dtype) -> int:
+    """Largest magnitude below which every integer is exact in ``dtype`` (2^24 / 2^53)."""
+    return 1 << (round(-math.log2(torch.finfo(dtype).eps)) + 1)
+
+
+def _check_bits(bits: int) -> None:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32:
+        raise ValueError(f"bit width must be an integer in 1..32, got {bits!r}")
+
+
+__all__ = [
+    "apply_decay", "decay_by_multiply", "decay_by_shift", "decay_multiplier", "decay_shift_for",
+    "dequantize", "exact_float_bound", "fit_to_bits", "int_range", "out_of_range", "quantization_scale",
+    "quantize", "round_to_int", "saturate", "shift_right", "wrap",
+]

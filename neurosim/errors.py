@@ -1,0 +1,20 @@
+"""Error types of neurosim.
+
+Every error a user can cause (a bad profile, a model that does not fit a chip, a corrupt
+artifact, a wrong path) is a :class:`NeurosimError`. The command line prints its message as one
+line and exits with status 2; nothing else escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NeurosimError(Exception):
+    """Base class of the errors a user can cause; the CLI turns them into one line and exit 2."""
+
+
+class ProfileError(NeurosimError):
+    """A device profile is missing, not valid YAML, or breaks the schema of DESIGN.md §3.
+
+    The message names the file, the key path (e.g. ``variation.v_threshold.sigma``) and what
+    was expected.
+    """
