@@ -21,6 +21,11 @@ class UsageError(NeurosimError):
     """A command-line option has a value the command cannot use."""
 
 
+def one_line(message: object) -> str:
+    """A message on one line: user strings may hold newlines, an error line must not."""
+    return " ".join(str(message).split())
+
+
 def _parse_layers(text: str) -> dict[str, object]:
     """``784x128,128x10`` -> dense layers ``{"layer0": LayerShape.linear(784, 128), ...}``."""
     from neurosim.device import LayerShape
@@ -69,7 +74,7 @@ def _cmd_profile_validate(args: argparse.Namespace) -> int:
                 if missing:
                     raise NeurosimError(f"{file}: references: no entry for {', '.join(missing)}")
         except NeurosimError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             status = EXIT_USER_ERROR
         else:
             print(f"ok: {file}")
@@ -156,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except NeurosimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

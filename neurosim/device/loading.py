@@ -98,6 +98,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merge keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen

@@ -272,9 +272,9 @@ class DeviceProfile(_Spec):
             if num.is_float or num.decay is None or num.decay.kind != "shift":
                 raise ValueError("neuron: a 'lif' neuron needs 'decay' or 'tau' (or a shift decay in numerics)")
         if not num.is_float:
-            given = neuron.decay if neuron.decay is not None else (
-                math.exp(-1.0 / neuron.tau) if neuron.tau is not None else None)
-            _check_shift_matches("decay", given, num.decay)
+            if neuron.tau is not None:
+                _check_shift_matches("tau", math.exp(-1.0 / neuron.tau), num.decay, "decay")
+            _check_shift_matches("decay", neuron.decay, num.decay)
             _check_shift_matches("synapse_decay", neuron.synapse_decay, num.synapse_decay)
             if (neuron.synapse_decay is None) != (num.synapse_decay is None):
                 raise ValueError("neuron.synapse_decay and numerics.synapse_decay go together on a "
@@ -319,12 +319,14 @@ class DeviceProfile(_Spec):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _check_shift_matches(key: str, beta: float | None, fmt: DecayFormat | None) -> None:
+def _check_shift_matches(key: str, beta: float | None, fmt: DecayFormat | None,
+                         numerics_key: str | None = None) -> None:
     """A float decay given beside a shift decay must be the one the shift computes."""
     if beta is None or fmt is None or fmt.shift_beta is None:
         return
     if abs(beta - fmt.shift_beta) > 1e-9:
-        raise ValueError(f"neuron.{key} {beta:g} is not what numerics.{key} shift {fmt.shift} "
+        what = f"neuron.tau (beta = exp(-1/tau) = {beta:g})" if key == "tau" else f"neuron.{key} {beta:g}"
+        raise ValueError(f"{what} is not what numerics.{numerics_key or key} shift {fmt.shift} "
                          f"computes (1 - 2^-{fmt.shift} = {fmt.shift_beta:g})")
 
 
