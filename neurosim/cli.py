@@ -105,6 +105,101 @@ def format_statistics(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _train_overrides(args: argparse.Namespace) -> dict:
+    """The training options given as flags (None = not given), as a config mapping."""
+    flat = {"dataset": args.dataset, "data_root": args.data_root, "model": args.model,
+            "profile": args.profile, "timesteps": args.timesteps, "epochs": args.epochs,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "seed": args.seed, "chip_pool": args.chip_pool, "eval_chips": args.eval_chips,
+            "norm": args.norm, "dropout": args.dropout}
+    out: dict = {k: v for k, v in flat.items() if v is not None}
+    if args.no_noise:
+        out["noise"] = False
+    neuron = {k: v for k, v in {"reset": args.reset, "reset_grad": args.reset_grad,
+                                "surrogate": args.surrogate, "v_init": args.v_init}.items() if v is not None}
+    if args.learn_threshold:
+        neuron["learn_threshold"] = True
+    if args.surrogate_param:
+        params = {}
+        for item in args.surrogate_param:
+            key, _, value = item.partition("=")
+            try:
+                params[key] = float(value)
+            except ValueError:
+                raise UsageError(f"--surrogate-param: expected KEY=NUMBER, got {item!r}") from None
+        neuron["surrogate_params"] = params
+    if neuron:
+        out["neuron"] = neuron
+    if args.grad_scaling is not None:
+        out["grad_scaling"] = {"enabled": True, "alpha": args.grad_scaling}
+    if args.pda is not None:
+        out["pda"] = {"enabled": True, "beta": args.pda}
+    if args.tune_width:
+        out["tune_width"] = {"enabled": True}
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from neurosim.train.config import config_from_data, load_config
+    from neurosim.train.trainer import train
+
+    overrides = _train_overrides(args)
+    config = load_config(args.config, overrides) if args.config else config_from_data(overrides, "options")
+    metrics = train(config, args.out, resume=args.resume, progress=args.progress)
+    noisy = metrics["test_accuracy_noisy"]
+    print(f"test accuracy: {metrics['test_accuracy']:.4f} (ideal chip)"
+          + (f", {noisy:.4f} +- {metrics['test_accuracy_noisy_std']:.4f} (mean over {config.eval_chips} "
+             f"chips of {config.profile})" if noisy is not None else ""))
+    print(f"spikes per sample: {metrics['spikes_per_sample']:.1f}; {metrics['epochs']} epochs in "
+          f"{metrics['seconds']:.1f} s")
+    if args.out:
+        print(f"wrote {args.out}/checkpoint.pt, config.yaml, metrics.json")
+    return 0
+
+
+def _add_train_parser(commands) -> None:
+    p = commands.add_parser(
+        "train", help="train a spiking network with the chip in the loop",
+        description="Train with surrogate-gradient BPTT on a device profile: chip variation, dynamic "
+                    "noise and the chip's number formats in the loop, and the seeds' methods as "
+                    "switches. Every option can also come from --config FILE.yaml (flags win).")
+    p.add_argument("--config", metavar="FILE.yaml", help="training options from a YAML file")
+    p.add_argument("--out", metavar="DIR", help="write checkpoint.pt, config.yaml and metrics.json here")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100")
+    p.add_argument("--data-root", metavar="DIR", help="local folder of the dataset's files")
+    p.add_argument("--model", help="model spec, e.g. mlp:128-128 or conv:32c3-64c3s2-64c3s2")
+    p.add_argument("--profile", metavar="NAME|PATH", help="device profile (default hardreset-noisy)")
+    p.add_argument("--timesteps", type=int, help="time steps per sample (default 4)")
+    p.add_argument("--epochs", type=int, help="epochs (default 20)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--no-noise", action="store_true",
+                   help="train on the nominal chip: number formats but no variation or noise")
+    p.add_argument("--chip-pool", type=int, metavar="N", help="draw training chips from a seeded pool of N "
+                   "(default 0: a fresh chip every batch)")
+    p.add_argument("--eval-chips", type=int, metavar="N", help="sampled chips for test_accuracy_noisy (default 8)")
+    p.add_argument("--norm", choices=("none", "bn", "tdbn"), help="BN on input currents (seed 003) or tdBN")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--reset", choices=("hard", "soft"), help="reset kind (default: the profile's)")
+    p.add_argument("--reset-grad", choices=("clip", "detach", "full"), help="reset gradient (seed 000: clip)")
+    p.add_argument("--surrogate", choices=("atan", "fast_sigmoid", "rectangle", "triangle", "psg", "trsg"))
+    p.add_argument("--surrogate-param", action="append", metavar="KEY=VALUE",
+                   help="surrogate width parameter, e.g. alpha=2 or gamma=10")
+    p.add_argument("--v-init", choices=("zero", "mp_init"), help="initial membrane (seed 004 MP-Init)")
+    p.add_argument("--learn-threshold", action="store_true", help="learnable per-layer threshold")
+    p.add_argument("--grad-scaling", type=float, nargs="?", const=0.1, metavar="ALPHA",
+                   help="seed 001 gradient scaling with spike traces (alpha default 0.1)")
+    p.add_argument("--pda", type=float, nargs="?", const=1.0, metavar="BETA",
+                   help="seed 002 potential-distribution loss (beta default 1)")
+    p.add_argument("--tune-width", action="store_true", help="seed 003 bisection of the fast_sigmoid width")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when the terminal is interactive)")
+    p.set_defaults(func=_cmd_train)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from neurosim.demo import run_demo
 
@@ -146,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chips", type=int, default=16, help="number of chips (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=_cmd_profile_sample)
+
+    _add_train_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo",
                                description="Show the built-in chip profiles and sampled chip statistics.")

@@ -18,3 +18,14 @@ class ProfileError(NeurosimError):
     The message names the file, the key path (e.g. ``variation.v_threshold.sigma``) and what
     was expected.
     """
+
+
+class DatasetError(NeurosimError):
+    """A dataset folder is missing, empty, or holds files that are not what the loader expects.
+
+    The message names the folder or file and what was wrong with it.
+    """
+
+
+class ConfigError(NeurosimError):
+    """A training or experiment configuration has an unknown key or a value of the wrong type."""

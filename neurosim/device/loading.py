@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from neurosim.device.profile import DeviceProfile
-from neurosim.errors import ProfileError
+from neurosim.errors import NeurosimError, ProfileError
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
@@ -126,26 +126,27 @@ def _count_nodes(data: Any, budget: list[int]) -> None:
             _count_nodes(value, budget)
 
 
-def read_yaml(path: Path) -> Any:
-    """Read one YAML document safely; any problem is a ProfileError naming the file."""
+def read_yaml(path: Path, error: type[NeurosimError] = ProfileError) -> Any:
+    """Read one YAML document safely (no code, no duplicate keys, bounded size, depth and alias
+    expansion); any problem raises ``error`` naming the file."""
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ProfileError(f"{path}: file is {size} bytes, more than a profile may be ({MAX_FILE_BYTES})")
+            raise error(f"{path}: file is {size} bytes, more than a YAML file here may be ({MAX_FILE_BYTES})")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProfileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot read ({exc.strerror})") from None
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
         _count_nodes(data, [MAX_NODES])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ProfileError(f"{path}: invalid YAML{where}: {exc.problem or exc}") from None
+        raise error(f"{path}: invalid YAML{where}: {exc.problem or exc}") from None
     except (yaml.YAMLError, RecursionError) as exc:
-        raise ProfileError(f"{path}: invalid YAML: {exc}") from None
+        raise error(f"{path}: invalid YAML: {exc}") from None
     return data
 
 

@@ -1,0 +1,100 @@
+"""How a neuron's state is stored: float, or the chip's fixed point with straight-through gradients.
+
+The training forward of a fixed-point chip computes exactly the integers the chip computes:
+states live in integer units of the layer (one unit = the layer's weight step times its input
+step), decays, saturation and wrapping are the functions of :mod:`neurosim.device.fixedpoint` (the
+one implementation, shared with the integer engine), and gradients pass straight through as if
+the arithmetic were the float LIF of DESIGN.md §2 (decay ``beta * v``, no rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neurosim.device import fixedpoint as fp
+from neurosim.device.profile import DecayFormat, NumericsSpec
+
+
+def straight_through(exact: Tensor, proxy: Tensor) -> Tensor:
+    """``exact`` in the forward pass, the gradient of ``proxy`` in the backward pass."""
+    return proxy + (exact - proxy).detach()
+
+
+class FloatArithmetic:
+    """Float32 states: decay is ``beta * v``, nothing saturates (ideal and analog chips)."""
+
+    is_fixed = False
+
+    def decay(self, v: Tensor, beta: Tensor | float) -> Tensor:
+        """``beta * v``."""
+        return beta * v
+
+    def synapse_decay(self, i: Tensor, alpha: Tensor | float) -> Tensor:
+        """``alpha * i``."""
+        return alpha * i
+
+    def fit_membrane(self, u: Tensor) -> Tensor:
+        """Float membranes do not overflow."""
+        return u
+
+    def fit_synapse(self, i: Tensor) -> Tensor:
+        """Float currents do not overflow."""
+        return i
+
+    def to_units(self, value: Tensor, unit: Tensor | float) -> Tensor:
+        """A float quantity (noise, threshold) in state units: unchanged in float."""
+        return value
+
+
+class FixedArithmetic:
+    """Integer states (held in float tensors) with the profile's formats, straight-through grads.
+
+    Decays use the integer factor nearest to each neuron's ``beta``: the shift
+    ``k = round(-log2(1 - beta))`` or the multiplier ``d = round(beta * 2^b)``; the straight-through
+    gradient uses the factor the integers realise (``1 - 2^-k`` or ``d / 2^b``).
+    """
+
+    is_fixed = True
+
+    def __init__(self, numerics: NumericsSpec) -> None:
+        self.numerics = numerics
+
+    def _decay(self, x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
+        beta = torch.as_tensor(beta, dtype=torch.float64)
+        if fmt.kind == "shift":
+            factor = fp.decay_shift_for(beta)
+            realised = 1 - torch.exp2(-factor.double())
+        else:
+            factor = fp.decay_multiplier(beta, fmt.bits)
+            realised = factor.double() / (1 << fmt.bits)
+        exact = fp.apply_decay(x.detach(), fmt, factor.to(x.device))
+        return straight_through(exact, realised.to(x.dtype).to(x.device) * x)
+
+    def decay(self, v: Tensor, beta: Tensor | float) -> Tensor:
+        """Membrane decay in integer units (shift or multiply-shift of the profile)."""
+        return self._decay(v, beta, self.numerics.decay)
+
+    def synapse_decay(self, i: Tensor, alpha: Tensor | float) -> Tensor:
+        """Synaptic-current decay in integer units."""
+        return self._decay(i, alpha, self.numerics.synapse_decay)
+
+    def _fit(self, x: Tensor, bits: int, overflow: str) -> Tensor:
+        if overflow == "saturate":
+            lo, hi = fp.int_range(bits)
+            return x.clamp(lo, hi)  # exact value; gradient 1 inside the range, 0 outside
+        return straight_through(fp.wrap(x.detach(), bits), x)
+
+    def fit_membrane(self, u: Tensor) -> Tensor:
+        """Saturate or wrap the membrane to ``membrane_bits``."""
+        return self._fit(u, self.numerics.membrane_bits, self.numerics.overflow)
+
+    def fit_synapse(self, i: Tensor) -> Tensor:
+        """Saturate or wrap the synaptic current to ``synapse_bits``."""
+        n = self.numerics
+        return self._fit(i, n.synapse_bits, n.synapse_overflow or n.overflow)
+
+    def to_units(self, value: Tensor, unit: Tensor | float) -> Tensor:
+        """A float quantity in integer state units, rounded half to even (straight-through)."""
+        scaled = value / unit
+        return straight_through(torch.round(scaled.detach()), scaled)

@@ -1,0 +1,128 @@
+"""Model builders from a short spec string (DESIGN.md §5, issue 4).
+
+``mlp:128-128``
+    two fully connected spiking layers of 128 neurons, then the readout.
+``conv:32c3-64c3s2-64c3s2``
+    convolutions: ``{out}c{kernel}`` with optional ``s{stride}`` and ``p{padding}`` (padding
+    defaults to kernel // 2); ``mp{k}`` max-pools the previous layer's spikes; a bare number
+    adds a fully connected spiking layer (``conv:32c3-mp2-128``).
+
+Every spiking layer is a :class:`~neurosim.nn.layers.SpikingBlock`; ``norm`` puts batch norm on
+its input currents (``bn``: seed 003, ``tdbn``: scaled by alpha * theta), and the readout is the
+non-spiking integrator.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from neurosim.nn.layers import Readout, SpikingBlock, SpikingNetwork, TemporalBatchNorm
+from neurosim.nn.neuron import LIFNode
+from neurosim.nn.surrogate import make_surrogate
+
+_CONV = re.compile(r"^(\d+)c(\d+)(?:s(\d+))?(?:p(\d+))?$")
+_POOL = re.compile(r"^mp(\d+)$")
+_DENSE = re.compile(r"^(\d+)$")
+
+
+@dataclass
+class NeuronOptions:
+    """Neuron settings shared by every spiking layer of a built model (DESIGN.md §2)."""
+
+    beta: float = 0.5
+    threshold: float = 1.0
+    v_reset: float = 0.0
+    reset: str = "hard"
+    reset_grad: str | None = None
+    synapse_decay: float | None = None
+    refractory: int = 0
+    learn_beta: bool = False
+    learn_threshold: bool = False
+    v_init: str = "zero"
+    surrogate: str = "atan"
+    surrogate_params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> tuple[str, list[tuple]]:
+    """``"mlp:128-128"`` -> ``("mlp", [("dense", 128), ("dense", 128)])``; raises ValueError."""
+    kind, _, body = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in ("mlp", "conv"):
+        raise ValueError(f"model spec {spec!r}: expected 'mlp:...' or 'conv:...'")
+    layers: list[tuple] = []
+    for token in (t.strip().lower() for t in body.split("-") if t.strip()):
+        if (m := _DENSE.match(token)):
+            layers.append(("dense", int(m.group(1))))
+        elif kind == "conv" and (m := _CONV.match(token)):
+            k = int(m.group(2))
+            layers.append(("conv", int(m.group(1)), k, int(m.group(3) or 1),
+                           int(m.group(4)) if m.group(4) is not None else k // 2))
+        elif kind == "conv" and (m := _POOL.match(token)):
+            layers.append(("pool", int(m.group(1))))
+        else:
+            raise ValueError(f"model spec {spec!r}: cannot read layer {token!r} "
+                             f"(expected e.g. 128{', 32c3, 64c3s2 or mp2' if kind == 'conv' else ''})")
+    if kind == "mlp" and any(layer[0] != "dense" for layer in layers):
+        raise ValueError(f"model spec {spec!r}: an mlp has only dense layers")
+    if layers and layers[0][0] == "pool":
+        raise ValueError(f"model spec {spec!r}: pooling needs a layer before it")
+    return kind, layers
+
+
+def _node(options: NeuronOptions, psg_shape: str) -> LIFNode:
+    params = dict(options.surrogate_params)
+    if options.surrogate == "psg":
+        params.setdefault("shape", psg_shape)
+    return LIFNode(beta=options.beta, threshold=options.threshold, v_reset=options.v_reset,
+                   reset=options.reset, reset_grad=options.reset_grad,
+                   surrogate=make_surrogate(options.surrogate, **params),
+                   synapse_decay=options.synapse_decay, refractory=options.refractory,
+                   learn_beta=options.learn_beta, learn_threshold=options.learn_threshold,
+                   v_init=options.v_init)
+
+
+def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, timesteps: int,
+                neuron: NeuronOptions | None = None, norm: str = "none", dropout: float = 0.0,
+                tdbn_alpha: float = 1.0, readout_beta: float = 1.0) -> SpikingNetwork:
+    """A :class:`SpikingNetwork` from a spec string for inputs of ``input_shape`` (C, H, W).
+
+    ``norm``: ``none`` | ``bn`` (seed 003, BN on input currents) | ``tdbn`` (scale alpha * theta).
+    PSG surrogates get the arctan shape after convolutions and the sigmoid shape after dense
+    layers (seed 002 case 1 / case 2).
+    """
+    if norm not in ("none", "bn", "tdbn"):
+        raise ValueError(f"norm must be none, bn or tdbn, got {norm!r}")
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    options = neuron or NeuronOptions()
+    kind, layers = parse_spec(spec)
+    shape = tuple(input_shape)
+    blocks: list[SpikingBlock] = []
+    scale = tdbn_alpha * options.threshold if norm == "tdbn" else 1.0
+    for layer in layers:
+        if layer[0] == "pool":
+            blocks[-1].pool = nn.MaxPool2d(layer[1])
+            shape = (shape[0], shape[1] // layer[1], shape[2] // layer[1])
+            continue
+        if layer[0] == "conv":
+            _, out, k, stride, pad = layer
+            if len(shape) != 3:
+                raise ValueError(f"model spec {spec!r}: a convolution after a dense layer")
+            synapse: nn.Module = nn.Conv2d(shape[0], out, k, stride, pad, bias=(norm == "none"))
+            h = (shape[1] + 2 * pad - k) // stride + 1
+            w = (shape[2] + 2 * pad - k) // stride + 1
+            if h < 1 or w < 1:
+                raise ValueError(f"model spec {spec!r}: layer {out}c{k} leaves no pixels of a {shape} input")
+            shape, psg_shape = (out, h, w), "atan"
+        else:
+            synapse = nn.Linear(math.prod(shape), layer[1], bias=(norm == "none"))
+            shape, psg_shape = (layer[1],), "sigmoid"
+        bn = TemporalBatchNorm(shape[0], scale=scale) if norm != "none" else None
+        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout))
+    readout = Readout(math.prod(shape), num_classes, beta=readout_beta)
+    return SpikingNetwork(blocks, readout, timesteps, tuple(input_shape), spec)

@@ -1,0 +1,216 @@
+"""The multi-step LIF / IF neuron of DESIGN.md §2 with its reset-gradient modes.
+
+Per step, with input current ``I[t]`` (and optional synaptic current state)::
+
+    i[t] = alpha * i[t-1] + I[t]                       (current-based synapse, optional)
+    u[t] = beta * v[t-1] + i[t] + n[t]                 (n: thermal noise)
+    s[t] = H(u[t] - theta)                             (surrogate gradient in backward)
+    hard: v[t] = u[t] (1 - s[t]) + r s[t]      soft: v[t] = u[t] - theta s[t]
+
+``reset_grad`` says what ``dv[t]/ds[t]`` is in the backward pass: ``full`` (autograd of the line
+above: ``r - u`` for hard, ``-theta`` for soft), ``detach`` (0: SpikingJelly's detach_reset,
+seed 003) or ``clip`` (seed 000 Eq. 7: ``-min(u - r, theta - r)`` for hard reset; for soft reset
+it equals ``full``). :func:`lif_step` is the pure step; :class:`LIFNode` is the thin module that
+holds parameters and loops over time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from neurosim.nn.arithmetic import FloatArithmetic, FixedArithmetic
+from neurosim.nn.surrogate import ATan, Surrogate, TrSG
+
+RESETS = ("hard", "soft")
+RESET_GRADS = ("detach", "full", "clip")
+
+
+class LIFState(NamedTuple):
+    """State of a layer of neurons between steps."""
+
+    v: Tensor
+    i: Tensor | None = None
+    refractory: Tensor | None = None
+
+
+class StepParameters(NamedTuple):
+    """Everything one step needs, resolved for the chip in use (state units)."""
+
+    beta: Tensor | float
+    threshold: Tensor | float
+    v_reset: Tensor | float
+    alpha: Tensor | float | None
+    reset: str
+    reset_grad: str
+    refractory: int
+    unit: Tensor | float  # float value of one state unit (1 for float arithmetic)
+
+
+def reset_term(u: Tensor, s: Tensor, p: StepParameters) -> Tensor:
+    """The amount the reset removes from ``u``: ``(u - r) s`` (hard) or ``theta s`` (soft), with
+    the gradient with respect to ``s`` that ``p.reset_grad`` asks for."""
+    if p.reset == "soft":
+        return p.threshold * (s.detach() if p.reset_grad == "detach" else s)
+    drop = u - p.v_reset
+    if p.reset_grad == "full":
+        return drop * s
+    if p.reset_grad == "detach":
+        return drop * s.detach()
+    # clip: value (u - r) s; d/ds = min(u - r, theta - r) (seed 000 Eq. 7); d/du = s as in full
+    clipped = torch.minimum(drop, p.threshold - p.v_reset + torch.zeros_like(drop)).detach()
+    return drop * s.detach() + clipped * (s - s.detach())
+
+
+def lif_step(state: LIFState, current: Tensor, p: StepParameters, surrogate: Surrogate,
+             arithmetic: FloatArithmetic | FixedArithmetic = FloatArithmetic(),
+             noise: Tensor | None = None, dead: Tensor | None = None) -> tuple[Tensor, LIFState, Tensor]:
+    """One time step of DESIGN.md §2; returns the spikes (0/1), the next state and the
+    potential ``u[t]`` before the reset."""
+    i = None
+    if p.alpha is not None:
+        i = arithmetic.fit_synapse(arithmetic.synapse_decay(state.i, p.alpha) + current)
+        current = i
+    u = arithmetic.decay(state.v, p.beta) + current
+    if noise is not None:
+        u = u + noise
+    u = arithmetic.fit_membrane(u)
+    if isinstance(surrogate, TrSG):
+        s = surrogate.spike(u, p.threshold)
+    else:
+        s = surrogate((u - p.threshold) * p.unit)
+    refractory = state.refractory
+    if refractory is not None:
+        resting = refractory > 0
+        s = s * (~resting).to(s.dtype)
+        u = torch.where(resting, state.v, u)
+    if dead is not None:
+        s = s * (~dead).to(s.dtype)
+    v = u - reset_term(u, s, p)
+    if refractory is not None:
+        refractory = torch.where(s.detach() > 0, torch.full_like(refractory, p.refractory),
+                                 (refractory - 1).clamp(min=0))
+    return s, LIFState(v, i, refractory), u
+
+
+@dataclass
+class LayerDevice:
+    """What the chip does to one layer during one forward pass (built by the network).
+
+    ``threshold``, ``v_reset``, ``beta``, ``alpha`` map the layer's nominal values to the chip's
+    per-neuron values in state units; ``noise(step, shape)`` gives thermal noise in state units
+    (or None); ``dead`` masks neurons that never fire.
+    """
+
+    arithmetic: FloatArithmetic | FixedArithmetic
+    threshold: Callable[[Tensor], Tensor]
+    v_reset: Callable[[Tensor], Tensor]
+    beta: Callable[[Tensor], Tensor]
+    alpha: Callable[[Tensor], Tensor]
+    unit: Tensor | float = 1.0
+    noise: Callable[[int, tuple[int, ...]], Tensor | None] | None = None
+    threshold_noise: Callable[[int, tuple[int, ...]], Tensor | None] | None = None
+    dead: Tensor | None = None
+
+    @staticmethod
+    def ideal() -> LayerDevice:
+        """The float chip without variation or noise."""
+        same = lambda x: x  # noqa: E731 - identity mapping
+        return LayerDevice(FloatArithmetic(), same, same, same, same)
+
+
+class LIFNode(nn.Module):
+    """A layer of LIF (or IF, ``beta = 1``) neurons over ``[T, batch, ...]`` currents.
+
+    Options: ``reset`` hard | soft, ``reset_grad`` detach | full | clip (default: clip for hard,
+    full for soft), ``synapse_decay`` alpha for a current-based synapse, ``refractory`` steps,
+    ``learn_beta`` / ``learn_threshold`` (per-layer scalars), ``v_init`` ("zero" or "mp_init":
+    seed 004's running mean of the final potential of neurons that fired, EMA 0.9/0.1).
+    """
+
+    def __init__(self, beta: float = 0.5, threshold: float = 1.0, v_reset: float = 0.0,
+                 reset: str = "hard", reset_grad: str | None = None, surrogate: Surrogate | None = None,
+                 synapse_decay: float | None = None, refractory: int = 0, learn_beta: bool = False,
+                 learn_threshold: bool = False, v_init: str = "zero") -> None:
+        super().__init__()
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+        reset_grad = reset_grad or ("clip" if reset == "hard" else "full")
+        if reset_grad not in RESET_GRADS:
+            raise ValueError(f"reset_grad must be one of {RESET_GRADS}, got {reset_grad!r}")
+        if v_init not in ("zero", "mp_init"):
+            raise ValueError(f"v_init must be 'zero' or 'mp_init', got {v_init!r}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        self.reset, self.reset_grad, self.v_init = reset, reset_grad, v_init
+        self.refractory = int(refractory)
+        self.surrogate = surrogate if surrogate is not None else ATan()
+        beta_t, theta_t = torch.tensor(float(beta)), torch.tensor(float(threshold))
+        self.beta = nn.Parameter(beta_t) if learn_beta else nn.Buffer(beta_t)
+        self.threshold = nn.Parameter(theta_t) if learn_threshold else nn.Buffer(theta_t)
+        self.register_buffer("v_reset", torch.tensor(float(v_reset)))
+        self.register_buffer("synapse_decay", None if synapse_decay is None else torch.tensor(float(synapse_decay)))
+        self.register_buffer("mp_init", torch.tensor(0.0))
+        self.record = False  # keep membrane potentials for PDA (seed 002)
+        self.recorded_potentials: list[Tensor] = []
+
+    @property
+    def output_gain(self) -> Tensor | None:
+        """Factor on the spikes this layer emits (theta for TrSG, else None = 1)."""
+        return self.threshold if getattr(self.surrogate, "scales_output", False) else None
+
+    def initial_state(self, shape: tuple[int, ...], like: Tensor, device: LayerDevice) -> LIFState:
+        """``v[0]``: zeros, or the MP-Init mean in state units."""
+        v = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        if self.v_init == "mp_init":
+            v = v + device.arithmetic.to_units(self.mp_init.to(like.dtype), device.unit)
+        i = torch.zeros_like(v) if self.synapse_decay is not None else None
+        ref = torch.zeros(shape, dtype=torch.int64, device=like.device) if self.refractory else None
+        return LIFState(v, i, ref)
+
+    def step_parameters(self, device: LayerDevice) -> StepParameters:
+        """Nominal parameters mapped through the chip (variation, integer units)."""
+        beta = self.beta.clamp(0, 1)
+        alpha = None if self.synapse_decay is None else device.alpha(self.synapse_decay)
+        return StepParameters(device.beta(beta), device.threshold(self.threshold), device.v_reset(self.v_reset),
+                              alpha, self.reset, self.reset_grad, self.refractory, device.unit)
+
+    def forward(self, currents: Tensor, device: LayerDevice | None = None) -> Tensor:
+        """Spikes ``[T, batch, ...]`` (0/1) for input currents ``[T, batch, ...]``."""
+        device = device or LayerDevice.ideal()
+        p = self.step_parameters(device)
+        state = self.initial_state(tuple(currents.shape[1:]), currents, device)
+        fired = torch.zeros(currents.shape[1:], dtype=torch.bool, device=currents.device)
+        spikes, potentials = [], []
+        for t in range(currents.shape[0]):
+            noise = device.noise(t, tuple(currents.shape[1:])) if device.noise else None
+            step_p = p
+            if device.threshold_noise is not None:
+                jitter = device.threshold_noise(t, tuple(currents.shape[1:]))
+                if jitter is not None:
+                    step_p = p._replace(threshold=p.threshold + jitter)
+            s, state, u = lif_step(state, currents[t], step_p, self.surrogate, device.arithmetic, noise,
+                                   device.dead)
+            spikes.append(s)
+            if self.record:
+                potentials.append(u * device.unit)
+            fired |= s.detach() > 0
+        if self.record:
+            self.recorded_potentials = potentials
+        if self.training and self.v_init == "mp_init":
+            self._update_mp_init(state.v.detach(), fired, device.unit)
+        return torch.stack(spikes)
+
+    @torch.no_grad()
+    def _update_mp_init(self, v_final: Tensor, fired: Tensor, unit: Tensor | float) -> None:
+        """Seed 004 MP-Init: EMA (0.9 / 0.1) of the final potential of neurons that fired."""
+        if fired.any():
+            value = (v_final * unit)[fired].mean()
+            self.mp_init.mul_(0.9).add_(0.1 * value.to(self.mp_init.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"beta={float(self.beta):.4g}, threshold={float(self.threshold):.4g}, reset={self.reset}, "
+                f"reset_grad={self.reset_grad}, v_init={self.v_init}")

@@ -1,0 +1,329 @@
+"""The training bridge: BPTT with surrogate gradients and the chip in the loop (DESIGN.md §5).
+
+:class:`Trainer` trains a :class:`~neurosim.nn.layers.SpikingNetwork` for a device profile. With
+``noise`` on, every training batch runs on a chip instance of the profile — a fresh one per batch
+(chip index = global step) or one of a seeded pool — with its dynamic noise, and on a fixed-point
+profile on the chip's integer formats (fake quantization, straight-through gradients). The
+seeds' methods are switches of :class:`~neurosim.train.config.TrainConfig`.
+
+:func:`train` is the whole ``neurosim train``: it builds data, model and trainer from a config,
+writes ``checkpoint.pt`` (atomically, every epoch), ``config.yaml`` and ``metrics.json`` to the
+output folder, and resumes a run from its last checkpoint with identical results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neurosim.device import load_profile, sample_chips
+from neurosim.device.chips import ChipInstances, DynamicNoise
+from neurosim.device.profile import DeviceProfile
+from neurosim.errors import ConfigError, NeurosimError
+from neurosim.files import atomic_write, write_json, write_yaml
+from neurosim.nn.builder import NeuronOptions, build_model
+from neurosim.nn.layers import SpikingNetwork
+from neurosim.train import methods
+from neurosim.train.config import TrainConfig
+from neurosim.train.datasets import Dataset, DatasetSplit, load_dataset
+from neurosim.train.noise import ChipContext
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+CHECKPOINT_FORMAT = 1
+
+
+def neuron_options(config: TrainConfig, profile: DeviceProfile) -> NeuronOptions:
+    """Neuron settings: the config's where given, else the profile's neuron model."""
+    n, p = config.neuron, profile.neuron
+    return NeuronOptions(
+        beta=n.beta if n.beta is not None else profile.beta,
+        threshold=n.threshold if n.threshold is not None else p.v_threshold,
+        v_reset=n.v_reset if n.v_reset is not None else p.v_reset,
+        reset=n.reset or p.reset, reset_grad=n.reset_grad, synapse_decay=p.synapse_decay,
+        refractory=p.refractory, learn_beta=n.learn_beta, learn_threshold=n.learn_threshold,
+        v_init=n.v_init, surrogate=n.surrogate, surrogate_params=dict(n.surrogate_params))
+
+
+def build_for(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[int, ...],
+              num_classes: int) -> SpikingNetwork:
+    """The model a config describes, for a dataset's input shape and classes."""
+    try:
+        return build_model(config.model, input_shape, num_classes, config.timesteps,
+                           neuron_options(config, profile), norm=config.norm, dropout=config.dropout,
+                           tdbn_alpha=config.tdbn_alpha)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
+class Trainer:
+    """Train ``model`` for ``profile`` with the options of ``config`` on ``dataset``."""
+
+    def __init__(self, model: SpikingNetwork, profile: DeviceProfile, config: TrainConfig,
+                 dataset: Dataset, progress: bool | None = None) -> None:
+        self.model, self.profile, self.config, self.dataset = model, profile, config, dataset
+        self.progress = progress
+        self.shapes = model.layer_shapes()
+        params = list(model.parameters())
+        if config.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        elif config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.pool: ChipInstances | None = None
+        if config.noise and config.chip_pool:
+            self.pool = sample_chips(profile, self.shapes, n=config.chip_pool, seed=config.seed)
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+        self.tuned_width: float | None = None
+        for block in model.blocks:
+            block.record = config.grad_scaling.enabled
+        for node in model.spiking_nodes():
+            node.record = config.pda.enabled
+
+    # ------------------------------------------------------------------ the chip
+
+    def training_chip(self, step: int) -> ChipContext | None:
+        """The chip a training batch runs on: None (ideal float) when noise and fixed point are
+        both off; the nominal fixed-point chip when only noise is off; otherwise chip instance
+        ``step`` (fresh) or ``step mod pool`` (pool) with its dynamic noise."""
+        if not self.config.noise:
+            return ChipContext(self.profile) if not self.profile.numerics.is_float else None
+        if self.pool is not None:
+            chips = self.pool[step % len(self.pool)]
+        else:
+            chips = sample_chips(self.profile, self.shapes, n=1, seed=self.config.seed, start=step)
+        noise = DynamicNoise(self.profile, self.config.seed, chips.indices)
+        return ChipContext(self.profile, chips, noise, batch=step)
+
+    # ------------------------------------------------------------------ one epoch
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross entropy, plus ``beta`` times seed 002's PDA loss when enabled."""
+        loss = F.cross_entropy(logits, targets)
+        if self.config.pda.enabled:
+            potentials = [node.recorded_potentials for node in self.model.spiking_nodes()]
+            loss = loss + self.config.pda.beta * methods.pda_loss(potentials)
+        return loss
+
+    def batches(self, split: DatasetSplit, shuffle: bool) -> list[tuple[Tensor, Tensor]]:
+        """Mini-batches of ``split`` (shuffled with the trainer's seeded generator)."""
+        n = len(split)
+        order = torch.randperm(n, generator=self.shuffle) if shuffle else torch.arange(n)
+        size = self.config.batch_size
+        return [(split.inputs[order[i:i + size]], split.targets[order[i:i + size]]) for i in range(0, n, size)]
+
+    def tune_width(self) -> float:
+        """Seed 003's bisection of the surrogate width on the first training batch."""
+        inputs, targets = self.batches(self.dataset.train, shuffle=False)[0]
+        chip = self.training_chip(0)
+        cfg = self.config.tune_width
+        self.tuned_width = methods.tune_surrogate_width(
+            self.model, lambda m: self.loss(m(inputs, chip), targets), cfg.low, cfg.high, cfg.iterations)
+        return self.tuned_width
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set; returns mean loss and accuracy."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        batches = self.batches(self.dataset.train, shuffle=True)
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=None if self.progress is None else not self.progress)
+        for inputs, targets in bar:
+            logits = self.model(inputs, self.training_chip(self.global_step))
+            loss = self.loss(logits, targets)
+            if not torch.isfinite(loss):
+                raise NeurosimError(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
+                                    f"loss is {loss.item()}; lower --lr or check the model")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_scaling.enabled:
+                methods.scale_gradients(self.model, self.config.grad_scaling.alpha)
+            self.optimizer.step()
+            self.global_step += 1
+            total_loss += loss.item() * len(targets)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(targets)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        self.epoch += 1
+        return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, split: DatasetSplit | None = None, chips: int = 0) -> dict[str, Any]:
+        """Accuracy on the ideal float chip and, with ``chips > 0``, on that many chip instances
+        of the profile (seed ``eval_seed``, chip indices 0..chips-1, with their noise)."""
+        split = split or self.dataset.test
+        self.model.eval()
+        batches = self.batches(split, shuffle=False)
+        correct, spikes = 0, [0.0] * len(self.model.blocks)
+        for inputs, targets in batches:
+            logits = self.model(inputs)
+            correct += (logits.argmax(1) == targets).sum().item()
+            for i, count in enumerate(self.model.last_spike_counts):
+                spikes[i] += count.sum().item()
+        result: dict[str, Any] = {
+            "accuracy": correct / len(split),
+            "spikes_per_sample": sum(spikes) / len(split),
+            "spikes_per_layer": [s / len(split) for s in spikes],
+        }
+        if chips:
+            accuracies = chip_accuracies(self.model, self.profile, batches, chips, self.config.eval_seed)
+            mean = sum(accuracies) / chips
+            result["chip_accuracies"] = accuracies
+            result["accuracy_noisy"] = mean
+            result["accuracy_noisy_std"] = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / chips)
+        self.model.train()
+        return result
+
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors and plain data only)."""
+        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": self.epoch,
+                "global_step": self.global_step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "shuffle_rng": self.shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": self.history,
+                "tuned_width": self.tuned_width}
+
+    def save(self, path: Path) -> None:
+        """Write the checkpoint atomically."""
+        atomic_write(path, lambda f: torch.save(self.state(), f))
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history = list(state["history"])
+        self.tuned_width = state.get("tuned_width")
+        if self.tuned_width is not None:
+            for node in self.model.spiking_nodes():
+                node.surrogate.gamma = float(self.tuned_width)
+
+
+@torch.no_grad()
+def chip_accuracies(model: SpikingNetwork, profile: DeviceProfile, batches: list[tuple[Tensor, Tensor]],
+                    chips: int, seed: int) -> list[float]:
+    """Accuracy of ``model`` (in eval mode) on chip instances 0..chips-1 of ``profile`` drawn with
+    ``seed``, each with its dynamic noise (batch ``b`` of the list keys the noise)."""
+    shapes = model.layer_shapes()
+    total = sum(len(targets) for _, targets in batches)
+    result = []
+    for k in range(chips):
+        chip = sample_chips(profile, shapes, n=1, seed=seed, start=k)
+        noise = DynamicNoise(profile, seed, chip.indices)
+        correct = 0
+        for b, (inputs, targets) in enumerate(batches):
+            logits = model(inputs, ChipContext(profile, chip, noise, batch=b))
+            correct += (logits.argmax(1) == targets).sum().item()
+        result.append(correct / total)
+    return result
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :meth:`Trainer.save`, loaded without executing code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise NeurosimError(f"{path}: no checkpoint to resume from") from None
+    except Exception as exc:  # any unpickling problem of a corrupt or foreign file
+        raise NeurosimError(f"{path}: not a neurosim checkpoint ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise NeurosimError(f"{path}: not a neurosim checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[SpikingNetwork, TrainConfig, Dataset]:
+    """The trained model of a ``neurosim train`` output folder (in eval mode), its config and
+    its dataset."""
+    from neurosim.train.config import load_config
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise NeurosimError(f"{run}: no such training run folder")
+    config = load_config(run / CONFIG)
+    state = load_checkpoint(run / CHECKPOINT)
+    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    model = build_for(config, load_profile(config.profile), dataset.input_shape, dataset.num_classes)
+    model.load_state_dict(state["model"])
+    if state.get("tuned_width") is not None:
+        for node in model.spiking_nodes():
+            node.surrogate.gamma = float(state["tuned_width"])
+    return model.eval(), config, dataset
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train as ``config`` says; with ``out_dir`` write checkpoint, config and metrics there.
+
+    ``resume`` continues from ``out_dir/checkpoint.pt`` (the config of the run must match apart
+    from ``epochs``) and ends with the weights of an uninterrupted run. Returns the metrics.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
+    profile = load_profile(config.profile)
+    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    torch.manual_seed(config.seed)
+    model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
+    trainer = Trainer(model, profile, config, dataset, progress)
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out, the folder of the run to continue")
+        state = load_checkpoint(out / CHECKPOINT)
+        saved = dict(state["config"], epochs=config.epochs)
+        if saved != config.to_dict():
+            raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
+                              "resume with the run's own config.yaml")
+        trainer.restore(state)
+    elif config.tune_width.enabled:
+        trainer.tune_width()
+    if out is not None:
+        write_yaml(out / CONFIG, config.to_dict())
+    while trainer.epoch < config.epochs:
+        epoch_metrics = trainer.train_epoch()
+        test = trainer.evaluate()
+        epoch_metrics.update(epoch=trainer.epoch, test_accuracy=test["accuracy"])
+        trainer.history.append(epoch_metrics)
+        if out is not None:
+            trainer.save(out / CHECKPOINT)
+    final = trainer.evaluate(chips=config.eval_chips)
+    metrics = {
+        "test_accuracy": final["accuracy"],
+        "test_accuracy_noisy": final.get("accuracy_noisy"),
+        "test_accuracy_noisy_std": final.get("accuracy_noisy_std"),
+        "chip_accuracies": final.get("chip_accuracies"),
+        "eval_chips": config.eval_chips,
+        "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
+        "spikes_per_sample": final["spikes_per_sample"],
+        "spikes_per_layer": final["spikes_per_layer"],
+        "epochs": trainer.epoch,
+        "seconds": time.perf_counter() - start,
+        "tuned_surrogate_width": trainer.tuned_width,
+        "history": trainer.history,
+    }
+    if out is not None:
+        write_json(out / METRICS, metrics)
+    return metrics
