@@ -2,7 +2,7 @@
 
 1. Noise in the loop: train the default MLP on `hardreset-noisy` with the chip's variation in the
    loop and without it (both with the chip's number formats), then evaluate both on 32 sampled
-   chips at 1x, 4x and 16x the profile's sigmas.
+   chips at 1x, 4x, 16x (and 64x) the profile's sigmas.
 2. Ablation under hard reset: reset_grad = clip (seed 000 Eq. 7) vs detach vs full, each trained
    with noise in the loop and evaluated the same way.
 
@@ -22,7 +22,7 @@ from neurosim.files import write_text
 from neurosim.train import TrainConfig, chip_accuracies, load_run, train
 from neurosim.train.datasets import load_dataset
 
-SCALES = (1.0, 4.0, 16.0)
+SCALES = (1.0, 4.0, 16.0, 64.0)
 CHIPS = 32
 EVAL_SEED = 1234
 

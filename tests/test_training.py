@@ -227,3 +227,30 @@ def test_train_command_user_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and str(tmp_path / "nope") in err[0]
     assert main(["train", "--profile", "no-such-chip"]) == 2
     assert "no-such-chip" in capsys.readouterr().err
+
+
+def _write_idx(path: Path, array) -> None:
+    import numpy as np
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 0x0800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_train_command_on_a_local_mnist_folder_with_a_conv_model(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        labels = rng.integers(0, 10, size=n)
+        images = np.zeros((n, 12, 12), dtype=np.uint8)
+        for i, label in enumerate(labels):  # a bright bar whose row encodes the class
+            images[i, label, 1:11] = 255
+        _write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-root", str(root), "--model", "conv:4c3-mp2-8",
+                 "--epochs", "2", "--eval-chips", "1", "--norm", "tdbn", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_accuracy"] <= 1

@@ -281,6 +281,9 @@ class DeviceProfile(_Spec):
                                  "fixed-point chip: give both or neither")
             if neuron.synapse_decay is not None and num.synapse_bits is None:
                 raise ValueError("numerics: a current-based neuron needs 'synapse_bits'")
+            if self.variation.weight is not None and self.variation.weight.sigma > 0:
+                raise ValueError("variation.weight: a fixed-point chip stores exact integer weights; "
+                                 "model weight errors with faults.stuck_weights, or use float numerics")
         unknown = sorted(k for k in self.references if not _is_key_path(self, k))
         if unknown:
             raise ValueError(f"references: no such key {', '.join(unknown)}")

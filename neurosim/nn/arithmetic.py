@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from neurosim.device import fixedpoint as fp
+from neurosim.device import quantization as quant
 from neurosim.device.profile import DecayFormat, NumericsSpec
 
 
@@ -61,15 +62,9 @@ class FixedArithmetic:
         self.numerics = numerics
 
     def _decay(self, x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
-        beta = torch.as_tensor(beta, dtype=torch.float64)
-        if fmt.kind == "shift":
-            factor = fp.decay_shift_for(beta)
-            realised = 1 - torch.exp2(-factor.double())
-        else:
-            factor = fp.decay_multiplier(beta, fmt.bits)
-            realised = factor.double() / (1 << fmt.bits)
-        exact = fp.apply_decay(x.detach(), fmt, factor.to(x.device))
-        return straight_through(exact, realised.to(x.dtype).to(x.device) * x)
+        beta = torch.as_tensor(beta).detach()
+        exact = quant.decay_state(x.detach(), beta, fmt)
+        return straight_through(exact, quant.realised_decay(beta, fmt).to(x.dtype).to(x.device) * x)
 
     def decay(self, v: Tensor, beta: Tensor | float) -> Tensor:
         """Membrane decay in integer units (shift or multiply-shift of the profile)."""

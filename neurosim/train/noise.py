@@ -8,12 +8,8 @@ the chip's per-neuron thresholds, resets and decays, thermal and threshold noise
 and the arithmetic (float, or the profile's fixed point). All integer rules come from
 :mod:`neurosim.device.fixedpoint`; nothing here re-implements them.
 
-State units on a fixed-point chip: a layer's membrane, threshold, reset, bias and noise are
-integers in units of ``unit = weight_step * input_step`` (input_step is 1 for spikes and
-``1 / (2^(input_bits-1) - 1)`` for the real-valued input of the first layer, whose values lie in
-[0, 1]). The weight step is the one that fits the weights into ``weight_bits``, made coarser when
-needed so that the threshold stays below :meth:`ChipContext.threshold_ceiling`. Thresholds are
-rounded half to even and kept at least 1.
+State units on a fixed-point chip (:mod:`neurosim.device.quantization`): a layer's membrane,
+threshold, reset, bias and noise are integers in units of ``unit = weight_step * input_step``.
 """
 
 from __future__ import annotations
@@ -22,13 +18,13 @@ import torch
 from torch import Tensor
 
 from neurosim.device import fixedpoint as fp
+from neurosim.device import quantization as quant
 from neurosim.device.chips import ChipInstances, DynamicNoise, LayerVariation
 from neurosim.device.profile import DeviceProfile
+from neurosim.errors import NeurosimError
 from neurosim.nn.arithmetic import FixedArithmetic, FloatArithmetic, straight_through
 from neurosim.nn.neuron import LayerDevice
 
-DEFAULT_INPUT_BITS = 8
-STATE_HEADROOM_BITS = 3
 
 
 def fake_quantize(x: Tensor, scale: Tensor | float, bits: int) -> Tensor:
@@ -54,6 +50,10 @@ class ChipContext:
         self.chips = chips
         self.noise = noise
         self.batch = batch
+        read = profile.noise.read
+        if read is not None and read.sigma > 0:
+            raise NeurosimError(f"profile {profile.name}: noise.read (weight read noise) is not simulated "
+                                "yet; remove it or set its sigma to 0")
         self.fixed = not profile.numerics.is_float
         self.arithmetic = FixedArithmetic(profile.numerics) if self.fixed else FloatArithmetic()
 
@@ -68,10 +68,8 @@ class ChipContext:
 
     def synapse(self, name: str, weight: Tensor, bias: Tensor | None, first: bool, x: Tensor,
                 threshold: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | float]:
-        """Inputs, weight and bias in state units as this chip realises them, and the unit.
-
-        The weight step is the larger of what the weights need (:func:`quantization_scale`) and
-        what the layer's ``threshold`` needs to fit ``threshold_bits`` in state units."""
+        """Inputs, weight and bias in state units as this chip realises them, and the unit
+        (:mod:`neurosim.device.quantization` fixes the steps)."""
         var = self._variation(name)
         if var is not None and var.weight.z is not None:
             weight = var.weight.apply(weight)[0]
@@ -81,36 +79,23 @@ class ChipContext:
                 weight = torch.where(var.stuck[0], var.stuck_value[0].to(weight.dtype) * w_max, weight)
             return x, weight, bias, 1.0
         num = self.profile.numerics
-        input_step = 1.0
+        in_step = 1.0
         if first:
-            input_bits = num.input_bits or DEFAULT_INPUT_BITS
-            input_step = 1.0 / fp.int_range(input_bits)[1]
-            x = fake_quantize(x, input_step, input_bits)
-        w_step = fp.quantization_scale(weight, num.weight_bits, num.weight_scale)
-        if threshold is not None:
-            floor = threshold.detach().abs() / (self.threshold_ceiling() * input_step)
-            if num.weight_scale == "power_of_two":
-                floor = torch.exp2(torch.ceil(torch.log2(floor)))
-            w_step = torch.maximum(w_step, floor.to(w_step.dtype))
+            in_step = quant.input_step(num)
+            x = fake_quantize(x, in_step, quant.input_bits(num))
+        w_step = quant.weight_step(weight, num, threshold, in_step)
         codes = fake_quantize(weight, w_step, num.weight_bits)
         if var is not None and var.stuck is not None:
             q_max = fp.int_range(num.weight_bits)[1]
             codes = torch.where(var.stuck[0], var.stuck_value[0].to(codes.dtype) * q_max, codes)
-        unit = (w_step * input_step).reshape(-1, *([1] * (weight.dim() - 2))) if w_step.dim() else \
-            w_step * input_step
+        unit = quant.state_unit(w_step, in_step, weight.dim())
         if bias is not None:
-            bias = fake_quantize(bias, unit.reshape(-1) if torch.is_tensor(unit) and unit.dim() else unit,
-                                 num.bias_bits or num.membrane_bits)
+            bias = fake_quantize(bias, unit.reshape(-1) if unit.dim() else unit, num.bias_bits or num.membrane_bits)
         return x, codes, bias, unit
 
     def threshold_ceiling(self) -> int:
-        """Largest nominal threshold in state units: the threshold format's maximum, and
-        ``STATE_HEADROOM_BITS`` below the smallest state format, so that potentials and currents
-        above threshold still fit before they saturate or wrap."""
-        num = self.profile.numerics
-        state_bits = min(b for b in (num.membrane_bits, num.synapse_bits) if b is not None)
-        return min(fp.int_range(num.threshold_bits or num.membrane_bits)[1],
-                   1 << max(state_bits - 1 - STATE_HEADROOM_BITS, 0))
+        """Largest nominal threshold in state units (:func:`quantization.threshold_ceiling`)."""
+        return quant.threshold_ceiling(self.profile.numerics)
 
     # ------------------------------------------------------------------ neurons
 
@@ -131,15 +116,13 @@ class ChipContext:
             theta = vary("v_threshold")(nominal)
             if not self.fixed:
                 return theta
-            hi = fp.int_range(self.profile.numerics.threshold_bits or self.profile.numerics.membrane_bits)[1]
-            return arithmetic.to_units(theta, unit).clamp(1, hi)
+            return straight_through(quant.threshold_codes(theta.detach(), unit, self.profile.numerics), theta / unit)
 
         def v_reset(nominal: Tensor) -> Tensor:
             r = vary("v_reset")(nominal)
             if not self.fixed:
                 return r
-            lo, hi = fp.int_range(self.profile.numerics.membrane_bits)
-            return arithmetic.to_units(r, unit).clamp(lo, hi)
+            return straight_through(quant.reset_codes(r.detach(), unit, self.profile.numerics), r / unit)
 
         noise = None
         threshold_noise = None

@@ -1,0 +1,100 @@
+"""How a layer's float parameters map to a fixed-point chip's integer units (one rule, shared).
+
+The fake-quant training forward (:mod:`neurosim.train.noise`), the compiler
+(:mod:`neurosim.export`) and the integer engine all call these functions, so that a trained
+model, its deployment and the engine agree to the bit.
+
+A layer's state unit is ``unit = weight_step * input_step``: its currents, membrane, threshold,
+reset, bias and noise are integers in that unit. ``input_step`` is 1 for spikes and
+``1 / (2^(input_bits-1) - 1)`` for the real-valued input (values in [0, 1]) of the first layer.
+``weight_step`` is what fits the weights into ``weight_bits`` (:func:`fixedpoint.quantization_scale`),
+made coarser where needed so that the nominal threshold stays at or below
+:func:`threshold_ceiling` — potentials above threshold must still fit before they saturate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neurosim.device import fixedpoint as fp
+from neurosim.device.profile import DecayFormat, NumericsSpec
+
+DEFAULT_INPUT_BITS = 8
+STATE_HEADROOM_BITS = 3
+
+
+def input_step(numerics: NumericsSpec) -> float:
+    """Step of the first layer's input codes: ``1 / (2^(input_bits-1) - 1)``."""
+    return 1.0 / fp.int_range(numerics.input_bits or DEFAULT_INPUT_BITS)[1]
+
+
+def input_bits(numerics: NumericsSpec) -> int:
+    """Width of the first layer's input codes."""
+    return numerics.input_bits or DEFAULT_INPUT_BITS
+
+
+def threshold_ceiling(numerics: NumericsSpec) -> int:
+    """Largest nominal threshold in state units: the threshold format's maximum, and
+    ``STATE_HEADROOM_BITS`` below the smallest state format."""
+    state_bits = min(b for b in (numerics.membrane_bits, numerics.synapse_bits) if b is not None)
+    return min(fp.int_range(numerics.threshold_bits or numerics.membrane_bits)[1],
+               1 << max(state_bits - 1 - STATE_HEADROOM_BITS, 0))
+
+
+def weight_step(weight: Tensor, numerics: NumericsSpec, threshold: Tensor | float | None,
+                in_step: float) -> Tensor:
+    """The weight quantization step of a layer (per layer, per output channel or power of two)."""
+    step = fp.quantization_scale(weight, numerics.weight_bits, numerics.weight_scale)
+    if threshold is not None:
+        floor = torch.as_tensor(threshold, dtype=step.dtype).detach().abs() / (threshold_ceiling(numerics) * in_step)
+        if numerics.weight_scale == "power_of_two":
+            floor = torch.exp2(torch.ceil(torch.log2(floor)))
+        step = torch.maximum(step, floor)
+    return step
+
+
+def state_unit(w_step: Tensor, in_step: float, weight_dim: int) -> Tensor:
+    """``weight_step * input_step`` shaped to broadcast over the layer's neurons
+    (``[out]`` for a dense layer, ``[out, 1, 1]`` for a convolution, a scalar per layer)."""
+    unit = w_step * in_step
+    if unit.dim() == 0:
+        return unit
+    return unit.reshape(-1, *([1] * (weight_dim - 2)))
+
+
+def threshold_codes(theta: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
+    """Thresholds in state units: ``round(theta / unit)`` (half to even), kept in
+    ``[1, max of threshold_bits]``."""
+    hi = fp.int_range(numerics.threshold_bits or numerics.membrane_bits)[1]
+    return torch.round(theta / unit).clamp(1, hi)
+
+
+def reset_codes(v_reset: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
+    """Reset potentials in state units, saturated to ``membrane_bits``."""
+    lo, hi = fp.int_range(numerics.membrane_bits)
+    return torch.round(v_reset / unit).clamp(lo, hi)
+
+
+def decay_factor(beta: Tensor | float, fmt: DecayFormat) -> Tensor:
+    """Integer decay factor of ``beta``: the shift ``k`` or the multiplier ``d`` of ``fmt``."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    return fp.decay_shift_for(beta) if fmt.kind == "shift" else fp.decay_multiplier(beta, fmt.bits)
+
+
+def realised_decay(beta: Tensor | float, fmt: DecayFormat) -> Tensor:
+    """The decay factor the integers realise for ``beta`` (float64): ``1 - 2^-k``, ``d / 2^b``,
+    and exactly 1 where ``beta >= 1`` (no decay: IF neurons, the integrating readout)."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    factor = decay_factor(beta, fmt)
+    realised = 1 - torch.exp2(-factor.double()) if fmt.kind == "shift" else factor.double() / (1 << fmt.bits)
+    return torch.where(beta >= 1, torch.ones_like(realised), realised)
+
+
+def decay_state(x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
+    """One integer decay step of a state ``x`` with per-neuron (or scalar) ``beta``; where
+    ``beta >= 1`` the state is kept (a shift cannot express 'no decay')."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    decayed = fp.apply_decay(x, fmt, decay_factor(beta, fmt).to(x.device))
+    keep = (beta >= 1).to(x.device)
+    return torch.where(keep, x, decayed) if bool(keep.any()) else decayed
