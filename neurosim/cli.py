@@ -200,6 +200,48 @@ def _add_train_parser(commands) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from neurosim.export import compile_model
+    from neurosim.train.trainer import METRICS, load_run
+
+    model, config, _ = load_run(args.run_dir)
+    profile = args.profile or config.profile
+    metrics_path = Path(args.run_dir) / METRICS
+    metadata = {"source": str(args.run_dir), "training": config.to_dict()}
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metadata["training_metrics"] = {k: metrics.get(k) for k in
+                                        ("test_accuracy", "test_accuracy_noisy", "epochs", "spikes_per_sample")}
+    deployment = compile_model(model, profile, adapt=args.adapt, metadata=metadata)
+    deployment.save(args.out, overwrite=args.force)
+    for change in deployment.metadata.get("adapted", []):
+        print(f"adapted: {change}")
+    print(f"exported {len(deployment.layers)} layers to {deployment.profile.name}: {args.out}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from neurosim.engine.evaluate import evaluate_deployment
+    from neurosim.export import load_deployment
+    from neurosim.train.datasets import load_dataset
+
+    if args.chips < 1:
+        raise UsageError(f"--chips must be at least 1, got {args.chips}")
+    deployment = load_deployment(args.artifact)
+    training = deployment.metadata.get("training", {})
+    dataset = load_dataset(args.dataset or training.get("dataset", "digits"),
+                           args.data_root or training.get("data_root"))
+    report = evaluate_deployment(deployment, dataset.test, chips=args.chips, seed=args.seed,
+                                 noise=not args.no_noise, batch_size=args.batch_size, progress=args.progress)
+    print(report.summary())
+    if args.strict and report.total_saturations():
+        raise NeurosimError(f"{args.artifact}: {report.total_saturations():.0f} saturation/wrap events "
+                            "(--strict)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from neurosim.demo import run_demo
 
@@ -243,6 +285,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_profile_sample)
 
     _add_train_parser(commands)
+
+    p = commands.add_parser("export", help="compile a trained run to a chip's integer format",
+                            description="Compile the model of a training run to a fixed-point chip profile "
+                                        "(BN folding, quantization, limit checks) and save the artifact.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train")
+    p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the one it was trained for)")
+    p.add_argument("--out", required=True, metavar="DIR", help="artifact folder to write")
+    p.add_argument("--adapt", action="store_true", help="convert a neuron model that differs from the chip's")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact")
+    p.set_defaults(func=_cmd_export)
+
+    p = commands.add_parser("run", help="run an artifact on simulated chips (integer engine)",
+                            description="Evaluate a deployment artifact bit-accurately on N sampled chip "
+                                        "instances of its profile, all in one vectorised pass.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--dataset", help="dataset (default: the one it was trained on)")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--chips", type=int, default=16, help="chip instances (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1234, help="chip seed (default: %(default)s)")
+    p.add_argument("--no-noise", action="store_true", help="no dynamic noise (static variation only)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--strict", action="store_true", help="fail if any state saturated or wrapped")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_cmd_run)
 
     demo = commands.add_parser("demo", help="run the demo",
                                description="Show the built-in chip profiles and sampled chip statistics.")

@@ -29,3 +29,16 @@ class DatasetError(NeurosimError):
 
 class ConfigError(NeurosimError):
     """A training or experiment configuration has an unknown key or a value of the wrong type."""
+
+
+class ExportError(NeurosimError):
+    """A model does not fit a chip: a limit, a number format or the neuron model.
+
+    The message names the layer, the limit and the value; nothing is written.
+    """
+
+
+class ArtifactError(NeurosimError):
+    """A deployment artifact is missing, truncated, altered, of another format version, or not
+    an artifact at all."""
+

@@ -1,0 +1,96 @@
+"""Evaluate a deployment on a dataset split with N chip instances in one vectorised pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from neurosim.device import sample_chips
+from neurosim.engine.engine import IntegerEngine, LayerCounts, deployment_shapes
+from neurosim.export.deployment import Deployment
+
+
+@dataclass
+class DeploymentReport:
+    """Per-chip accuracy and per-layer counts (per sample) of a deployment on a dataset."""
+
+    profile: str
+    chip_indices: tuple[int, ...]
+    accuracies: list[float]
+    samples: int
+    layer_counts: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    energy_pj_per_sample: list[float] | None = None
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Mean accuracy over chips."""
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def std_accuracy(self) -> float:
+        """Standard deviation of accuracy over chips (population)."""
+        m = self.mean_accuracy
+        return math.sqrt(sum((a - m) ** 2 for a in self.accuracies) / len(self.accuracies))
+
+    def total_saturations(self) -> float:
+        """Saturation and wrap events over all layers and chips (per sample, summed)."""
+        return sum(sum(c["saturations"]) for c in self.layer_counts.values())
+
+    def mean_over_chips(self, layer: str, what: str) -> float:
+        """Mean over chips of a per-sample count of a layer."""
+        values = self.layer_counts[layer][what]
+        return sum(values) / len(values)
+
+    def summary(self) -> str:
+        """A short human-readable report."""
+        lines = [f"{len(self.accuracies)} chips of {self.profile}, {self.samples} samples: accuracy "
+                 f"{self.mean_accuracy:.4f} +- {self.std_accuracy:.4f} (min {min(self.accuracies):.4f}, "
+                 f"max {max(self.accuracies):.4f})",
+                 f"{'layer':<10} {'spikes/sample':>14} {'synops/sample':>14} {'saturations/sample':>19}"]
+        for name in self.layer_counts:
+            lines.append(f"{name:<10} {self.mean_over_chips(name, 'spikes'):>14.2f} "
+                         f"{self.mean_over_chips(name, 'synaptic_ops'):>14.1f} "
+                         f"{self.mean_over_chips(name, 'saturations'):>19.3f}")
+        if self.energy_pj_per_sample is not None:
+            mean = sum(self.energy_pj_per_sample) / len(self.energy_pj_per_sample)
+            lines.append(f"energy: {mean / 1e3:.3f} nJ per sample (profile estimate)")
+        else:
+            lines.append("energy: the profile has no energy figures")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_deployment(deployment: Deployment, split, chips: int = 16, seed: int = 1234, noise: bool = True,
+                        batch_size: int = 64, progress: bool | None = None, first_chip: int = 0) -> DeploymentReport:
+    """Run ``split`` (a DatasetSplit) on chips ``first_chip .. first_chip + chips - 1`` of the
+    deployment's profile drawn with ``seed``; batch ``b`` of size ``batch_size`` keys the
+    dynamic noise, as in the training evaluation."""
+    from tqdm.auto import tqdm
+
+    instances = sample_chips(deployment.profile, deployment_shapes(deployment), n=chips, seed=seed, start=first_chip)
+    engine = IntegerEngine(deployment, instances, noise=noise)
+    n = len(split)
+    correct = torch.zeros(chips, dtype=torch.float64)
+    totals: dict[str, LayerCounts] = {}
+    energy = torch.zeros(chips, dtype=torch.float64) if deployment.profile.energy.per_synaptic_op_pj is not None \
+        or deployment.profile.energy.per_spike_pj is not None or deployment.profile.energy.per_neuron_update_pj \
+        is not None else None
+    starts = range(0, n, batch_size)
+    for b, start in enumerate(tqdm(starts, desc="engine", leave=False, disable=None if progress is None else not progress)):
+        x, y = split.inputs[start:start + batch_size], split.targets[start:start + batch_size]
+        result = engine.run(x, batch=b)
+        correct += (result.predictions() == y.unsqueeze(0)).sum(-1).to(torch.float64)
+        for name, counts in result.counts.items():
+            if name in totals:
+                totals[name].add(counts)
+            else:
+                totals[name] = counts
+        if energy is not None and result.energy_pj is not None:
+            energy += result.energy_pj
+    layer_counts = {name: {what: (getattr(c, what) / n).tolist()
+                           for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations")}
+                    for name, c in totals.items()}
+    return DeploymentReport(deployment.profile.name, instances.indices, (correct / n).tolist(), n, layer_counts,
+                            None if energy is None else (energy / n).tolist())

@@ -1,0 +1,248 @@
+"""Compile a trained model to a chip profile: the train -> convert step (DESIGN.md §4).
+
+:func:`compile_model` folds batch norm (and tdBN's alpha * theta scale, and TrSG's output gain)
+into each synapse, quantizes weights, biases, thresholds and resets with the profile's rules —
+the very functions the fake-quant training forward uses (:mod:`neurosim.device.quantization`) —
+and checks every ``limits`` entry and every value against the formats. Any violation raises
+:class:`~neurosim.errors.ExportError` naming the layer, the limit and the value.
+
+A model whose neuron model differs from the profile's (reset kind, current-based synapse, a
+decay the chip cannot realise, IF vs LIF) is refused with the differences listed, unless
+``adapt=True``: then the model's neurons are set to the profile's, and the deployment's
+``metadata["adapted"]`` says what changed (the compiled network is what the chip runs; accuracy
+may drop — evaluate it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurosim.device import fixedpoint as fp
+from neurosim.device import load_profile
+from neurosim.device import quantization as quant
+from neurosim.device.profile import DeviceProfile
+from neurosim.errors import ExportError
+from neurosim.export.deployment import Deployment, LayerDeployment
+from neurosim.nn.layers import SpikingNetwork, _fold_norm
+from neurosim.nn.neuron import LIFNode
+from neurosim.nn.surrogate import TrSG
+
+DECAY_TOLERANCE = 1e-6
+
+
+def _decay_tolerance(fmt) -> float:
+    """A multiply decay realises any beta to half a step of its b bits; a shift decay only
+    1 - 2^-k, which must match."""
+    return DECAY_TOLERANCE if fmt.kind == "shift" else 2.0 ** -(fmt.bits + 1) + DECAY_TOLERANCE
+
+
+def neuron_differences(node: LIFNode, profile: DeviceProfile) -> list[str]:
+    """How ``node``'s neuron model differs from what ``profile``'s chip implements."""
+    diffs = []
+    p = profile.neuron
+    if node.reset != p.reset:
+        diffs.append(f"reset is {node.reset}, the chip resets {p.reset}")
+    model_synapse = node.synapse_decay is not None
+    if model_synapse != profile.is_current_based:
+        diffs.append("the model has a current-based synapse, the chip does not" if model_synapse
+                     else "the chip's neurons are current-based, the model's are not")
+    beta = float(node.beta)
+    fmt = profile.numerics.decay
+    realised = float(quant.realised_decay(beta, fmt))
+    if abs(realised - beta) > _decay_tolerance(fmt):
+        form = f"shift v - (v >> k)" if fmt.kind == "shift" else f"multiply by d / 2^{fmt.bits}"
+        diffs.append(f"decay beta = {beta:.6g} is not exact on the chip ({form} gives {realised:.6g})")
+    if node.refractory != p.refractory:
+        diffs.append(f"refractory is {node.refractory} steps, the chip's is {p.refractory}")
+    return diffs
+
+
+def _adapt(node: LIFNode, profile: DeviceProfile) -> list[str]:
+    """Set ``node`` to the chip's neuron model; return what changed."""
+    changes = []
+    p, fmt = profile.neuron, profile.numerics.decay
+    if node.reset != p.reset:
+        changes.append(f"reset {node.reset} -> {p.reset}")
+        node.reset = p.reset
+        node.reset_grad = "clip" if p.reset == "hard" else "full"
+    beta = float(node.beta)
+    realised = float(quant.realised_decay(beta, fmt))
+    if abs(realised - beta) > _decay_tolerance(fmt):
+        changes.append(f"beta {beta:.6g} -> {realised:.6g}")
+        with torch.no_grad():
+            node.beta.fill_(realised)
+    if (node.synapse_decay is not None) != profile.is_current_based:
+        new = p.synapse_decay
+        changes.append(f"synapse_decay {None if node.synapse_decay is None else float(node.synapse_decay)} -> {new}")
+        node.synapse_decay = None if new is None else torch.tensor(float(new))
+    if node.refractory != p.refractory:
+        changes.append(f"refractory {node.refractory} -> {p.refractory}")
+        node.refractory = p.refractory
+    return changes
+
+
+@torch.no_grad()
+def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bool = False,
+                  metadata: dict[str, Any] | None = None) -> Deployment:
+    """The :class:`Deployment` of ``model`` on ``profile``'s chip (model put in eval mode)."""
+    profile = load_profile(profile)
+    if profile.numerics.is_float:
+        raise ExportError(f"profile {profile.name}: computes in float (numerics: float); export needs a "
+                          "fixed-point chip profile")
+    model.eval()
+    num = profile.numerics
+    adapted: list[str] = []
+    for block in model.blocks:
+        diffs = neuron_differences(block.node, profile)
+        if diffs and not adapt:
+            raise ExportError(f"{block.name}: neuron model differs from profile {profile.name}: "
+                              + "; ".join(diffs) + " (use --adapt to convert it)")
+        if diffs:
+            adapted += [f"{block.name}: {change}" for change in _adapt(block.node, profile)]
+        if block.pool is not None and not isinstance(block.pool, nn.MaxPool2d):
+            raise ExportError(f"{block.name}: only max pooling of spikes exists on a chip")
+    layers: list[LayerDeployment] = []
+    shape = tuple(model.input_shape)
+    gain: torch.Tensor | None = None
+    for i, block in enumerate(model.blocks):
+        if isinstance(block.synapse, nn.Linear):
+            shape = (int(math.prod(shape)),)
+        weight, bias = (_fold_norm(block.synapse, block.norm) if block.norm is not None
+                        else (block.synapse.weight, block.synapse.bias))
+        if gain is not None:
+            weight = weight * gain
+        node = block.node
+        layer = _quantize_layer(block.name, block.synapse, weight, bias, node.threshold, num, i == 0, shape)
+        node_v_init = float(node.mp_init) if node.v_init == "mp_init" else 0.0
+        layer.threshold, layer.v_reset, layer.beta = float(node.threshold), float(node.v_reset), float(node.beta)
+        layer.synapse_decay = None if node.synapse_decay is None else float(node.synapse_decay)
+        layer.refractory, layer.reset, layer.v_init = node.refractory, node.reset, node_v_init
+        layer.pool = int(block.pool.kernel_size) if block.pool is not None else 0
+        layers.append(layer)
+        shape = layer.output_shape
+        if layer.pool:
+            shape = (shape[0], shape[1] // layer.pool, shape[2] // layer.pool)
+        gain = node.threshold if isinstance(node.surrogate, TrSG) else None
+    shape = (int(math.prod(shape)),)
+    readout = model.readout
+    weight = readout.synapse.weight if gain is None else readout.synapse.weight * gain
+    last = _quantize_layer("readout", readout.synapse, weight, readout.synapse.bias, None, num,
+                           not model.blocks, shape)
+    last.readout, last.beta = True, float(readout.beta)
+    layers.append(last)
+    info = dict(metadata or {})
+    if adapted:
+        info["adapted"] = adapted
+    deployment = Deployment(profile, layers, model.timesteps, tuple(model.input_shape),
+                            int(readout.synapse.out_features), info)
+    check_deployment(deployment)
+    return deployment
+
+
+def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
+                    threshold: torch.Tensor | None, num, first: bool, shape: tuple[int, ...]) -> LayerDeployment:
+    for what, tensor in (("weight", weight), ("bias", bias), ("threshold", threshold)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"{name}: {what} holds NaN or inf")
+    in_step = quant.input_step(num) if first else 1.0
+    w_step = quant.weight_step(weight, num, threshold, in_step)
+    codes = fp.quantize(weight, w_step, num.weight_bits)
+    unit = quant.state_unit(w_step, in_step, weight.dim()).to(torch.float32)
+    bias_codes = None
+    if bias is not None:
+        bias_bits = num.bias_bits or num.membrane_bits
+        scaled = torch.round(bias / (unit.reshape(-1) if unit.dim() else unit))
+        lo, hi = fp.int_range(bias_bits)
+        worst = scaled.abs().max().item()
+        if scaled.min() < lo or scaled.max() > hi:
+            raise ExportError(f"{name}: bias needs {worst:.0f} units, more than bias_bits = {bias_bits} hold "
+                              f"(max {hi})")
+        bias_codes = fp.quantize(bias, unit.reshape(-1) if unit.dim() else unit, bias_bits)
+    if isinstance(synapse, nn.Conv2d):
+        kind, stride, padding = "conv2d", int(synapse.stride[0]), int(synapse.padding[0])
+        k = synapse.kernel_size[0]
+        out_shape = (synapse.out_channels, (shape[1] + 2 * padding - k) // stride + 1,
+                     (shape[2] + 2 * padding - k) // stride + 1)
+    else:
+        kind, stride, padding, out_shape = "linear", 1, 0, (synapse.out_features,)
+    return LayerDeployment(name=name, kind=kind, weight=codes, bias=bias_codes, unit=unit, input_shape=shape,
+                           output_shape=out_shape, stride=stride, padding=padding, input_step=in_step)
+
+
+def check_deployment(deployment: Deployment) -> None:
+    """Every ``limits`` entry of the profile and every value against the number formats."""
+    profile, num, limits = deployment.profile, deployment.profile.numerics, deployment.profile.limits
+    if num.is_float:
+        raise ExportError(f"profile {profile.name}: computes in float; a deployment needs fixed point")
+    w_lo, w_hi = fp.int_range(num.weight_bits)
+    bias_bits = num.bias_bits or num.membrane_bits
+    for layer in deployment.layers:
+        where = layer.name
+        if layer.kind not in ("linear", "conv2d"):
+            raise ExportError(f"{where}: unknown layer kind {layer.kind!r}")
+        if layer.weight.numel() == 0:
+            raise ExportError(f"{where}: empty weight")
+        if int(layer.weight.min()) < w_lo or int(layer.weight.max()) > w_hi:
+            raise ExportError(f"{where}: weight code {int(layer.weight.abs().max())} outside weight_bits = "
+                              f"{num.weight_bits} ([{w_lo}, {w_hi}])")
+        if layer.bias is not None:
+            b_lo, b_hi = fp.int_range(bias_bits)
+            if int(layer.bias.min()) < b_lo or int(layer.bias.max()) > b_hi:
+                raise ExportError(f"{where}: bias code outside bias_bits = {bias_bits}")
+            if layer.bias.shape != (layer.weight.shape[0],):
+                raise ExportError(f"{where}: bias shape {tuple(layer.bias.shape)} does not match "
+                                  f"{layer.weight.shape[0]} outputs")
+        if not bool(torch.isfinite(layer.unit).all()) or bool((layer.unit <= 0).any()):
+            raise ExportError(f"{where}: state unit must be finite and positive")
+        for what, value in (("threshold", layer.threshold), ("v_reset", layer.v_reset), ("beta", layer.beta),
+                            ("v_init", layer.v_init)):
+            if not math.isfinite(value):
+                raise ExportError(f"{where}: {what} is {value}")
+        if not layer.readout:
+            codes = quant.threshold_codes(torch.tensor(layer.threshold), layer.unit, num)
+            raw = torch.round(torch.tensor(layer.threshold) / layer.unit)
+            if bool((raw > codes).any()):
+                raise ExportError(f"{where}: threshold needs {int(raw.max())} units, more than threshold_bits "
+                                  f"= {num.threshold_bits or num.membrane_bits} hold")
+        if not 0 < layer.beta <= 1:
+            raise ExportError(f"{where}: decay beta = {layer.beta} outside (0, 1]")
+        if layer.readout != (layer is deployment.layers[-1]):
+            raise ExportError(f"{where}: only the last layer is the readout")
+    _check_limits(deployment)
+
+
+def _check_limits(deployment: Deployment) -> None:
+    limits = deployment.profile.limits
+    layers = deployment.layers
+    name = deployment.profile.name
+
+    def over(limit: str, value: int, where: str) -> None:
+        bound = getattr(limits, limit)
+        if bound is not None and value > bound:
+            raise ExportError(f"{where}: {limit} of profile {name} is {bound}, the model needs {value}")
+
+    over("max_timesteps", deployment.timesteps, "model")
+    over("max_layers", len(layers), "model")
+    over("max_inputs", int(math.prod(deployment.input_shape)), "input")
+    over("max_outputs", deployment.num_classes, "readout")
+    over("max_neurons", sum(int(math.prod(layer.output_shape)) for layer in layers if not layer.readout), "model")
+    over("max_synapses", sum(_synapses(layer) for layer in layers), "model")
+    for i, layer in enumerate(layers):
+        over("max_fan_in", layer.fan_in, layer.name)
+        if i + 1 < len(layers):
+            nxt = layers[i + 1]
+            fan_out = int(nxt.weight.shape[0]) * (int(nxt.weight.shape[2]) * int(nxt.weight.shape[3])
+                                                 if nxt.kind == "conv2d" else 1)
+            over("max_fan_out", fan_out, layer.name)
+
+
+def _synapses(layer: LayerDeployment) -> int:
+    """Synapses a layer occupies on the chip: weights, times output positions for convolutions
+    (each position is its own neuron with its own synapses)."""
+    if layer.kind == "conv2d":
+        return int(layer.weight.numel()) // int(layer.weight.shape[0]) * int(math.prod(layer.output_shape))
+    return int(layer.weight.numel())

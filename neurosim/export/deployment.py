@@ -1,0 +1,326 @@
+"""The integer IR of a network on a chip, and its artifact on disk (DESIGN.md §4).
+
+A :class:`Deployment` is what a chip runs: per layer the integer weight and bias codes, the
+state unit (the float value of one integer state unit), the synapse geometry, and the neuron's
+nominal parameters — thresholds, reset, decays, refractory steps, initial state — from which
+the engine derives each chip's integers with the same functions the training forward uses
+(:mod:`neurosim.device.quantization`). It is made by :func:`neurosim.export.compile_model`, or
+directly from integer tensors with :meth:`Deployment.from_integers` for chip configurations made
+elsewhere.
+
+Artifact: a folder with ``manifest.yaml`` (format version, the resolved profile and its checksum,
+layer graph, shapes, dtypes, scales, timesteps, training metadata, checksum of the tensors) and
+``tensors.npz`` (integer and float arrays, loaded with ``allow_pickle=False``: nothing in it can
+execute). It is written to a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from neurosim import __version__
+from neurosim.device.loading import read_yaml
+from neurosim.device.profile import DeviceProfile
+from neurosim.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.yaml"
+TENSORS = "tensors.npz"
+MAX_TENSOR_BYTES = 1 << 30
+
+
+@dataclass
+class LayerDeployment:
+    """One layer on the chip. ``kind`` is ``linear`` or ``conv2d``; the readout is a linear
+    layer with ``readout=True`` (a non-spiking integrator). Shapes are per sample."""
+
+    name: str
+    kind: str
+    weight: Tensor                      # int64 codes, [out, in] or [out, in, k, k]
+    bias: Tensor | None                 # int64 codes, [out]
+    unit: Tensor                        # float32, scalar or per output channel ([out] / [out, 1, 1])
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]       # neurons
+    threshold: float = 1.0              # nominal, float units
+    v_reset: float = 0.0
+    beta: float = 1.0
+    synapse_decay: float | None = None
+    refractory: int = 0
+    reset: str = "hard"
+    v_init: float = 0.0                 # initial membrane, float units (MP-Init), 0 otherwise
+    stride: int = 1
+    padding: int = 0
+    pool: int = 0                       # max-pool size after the spikes, 0 = none
+    input_step: float = 1.0             # float value of one input code (1 for spikes)
+    readout: bool = False
+
+    @property
+    def fan_in(self) -> int:
+        """Synapses into one neuron."""
+        return int(math.prod(self.weight.shape[1:]))
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The layer's entry of ``manifest.yaml`` (tensors are referred to by key)."""
+        return {
+            "name": self.name, "kind": self.kind, "readout": self.readout,
+            "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
+            "weight": {"key": f"{self.name}.weight", "shape": list(self.weight.shape), "dtype": "int64"},
+            "bias": None if self.bias is None else
+            {"key": f"{self.name}.bias", "shape": list(self.bias.shape), "dtype": "int64"},
+            "unit": {"key": f"{self.name}.unit", "shape": list(self.unit.shape), "dtype": "float32"},
+            "neuron": {"threshold": self.threshold, "v_reset": self.v_reset, "beta": self.beta,
+                       "synapse_decay": self.synapse_decay, "refractory": self.refractory,
+                       "reset": self.reset, "v_init": self.v_init},
+            "stride": self.stride, "padding": self.padding, "pool": self.pool,
+            "input_step": self.input_step,
+        }
+
+
+@dataclass
+class Deployment:
+    """A network compiled to a chip profile's integer formats."""
+
+    profile: DeviceProfile
+    layers: list[LayerDeployment]
+    timesteps: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_bits(self) -> int:
+        """Width of the input codes of the first layer."""
+        from neurosim.device.quantization import input_bits
+        return input_bits(self.profile.numerics)
+
+    def spiking_layers(self) -> list[LayerDeployment]:
+        """Layers with spiking neurons, input to output."""
+        return [layer for layer in self.layers if not layer.readout]
+
+    @staticmethod
+    def from_integers(profile: DeviceProfile, layers: list[dict[str, Any]], timesteps: int,
+                      input_shape: tuple[int, ...], metadata: dict[str, Any] | None = None) -> Deployment:
+        """A deployment from integer weights and integer neuron parameters made elsewhere.
+
+        Each layer dict has ``weight`` (integer array), optional ``bias`` (integer codes),
+        ``threshold`` (integer, state units), optional ``v_reset`` (integer), ``beta`` (float;
+        default the profile's, 1 for the integrating readout), ``synapse_decay`` (float), ``unit`` (float value of a state unit, default 1), ``kind``
+        (linear | conv2d), ``stride``, ``padding``, ``pool``, ``readout`` (the last layer must be
+        the readout). The first layer's ``input_step`` is the profile's.
+        """
+        from neurosim.device.quantization import input_step
+
+        built: list[LayerDeployment] = []
+        shape = tuple(input_shape)
+        for i, spec in enumerate(layers):
+            weight = torch.as_tensor(np.asarray(spec["weight"]), dtype=torch.int64)
+            kind = spec.get("kind", "conv2d" if weight.dim() == 4 else "linear")
+            unit = torch.as_tensor(spec.get("unit", 1.0), dtype=torch.float32)
+            readout = bool(spec.get("readout", i == len(layers) - 1))
+            out_shape = _output_shape(kind, weight.shape, shape, spec.get("stride", 1), spec.get("padding", 0))
+            bias = spec.get("bias")
+            built.append(LayerDeployment(
+                name="readout" if readout else f"block{i}", kind=kind, weight=weight,
+                bias=None if bias is None else torch.as_tensor(np.asarray(bias), dtype=torch.int64),
+                unit=unit, input_shape=shape, output_shape=out_shape,
+                threshold=float(spec.get("threshold", 1)) * float(unit.max()),
+                v_reset=float(spec.get("v_reset", 0)) * float(unit.max()),
+                beta=float(spec.get("beta", 1.0 if readout else profile.beta)),
+                synapse_decay=spec.get("synapse_decay"),
+                refractory=int(spec.get("refractory", 0)), reset=spec.get("reset", profile.neuron.reset),
+                stride=int(spec.get("stride", 1)), padding=int(spec.get("padding", 0)),
+                pool=int(spec.get("pool", 0)), input_step=input_step(profile.numerics) if i == 0 else 1.0,
+                readout=readout))
+            shape = out_shape
+            if built[-1].pool:
+                shape = (shape[0], shape[1] // built[-1].pool, shape[2] // built[-1].pool)
+            if i + 1 < len(layers) and np.asarray(layers[i + 1]["weight"]).ndim == 2:
+                shape = (int(math.prod(shape)),)
+        deployment = Deployment(profile, built, timesteps, tuple(input_shape),
+                                int(built[-1].weight.shape[0]), metadata or {})
+        from neurosim.export.compile import check_deployment
+        check_deployment(deployment)
+        return deployment
+
+    # ------------------------------------------------------------------ artifact
+
+    def manifest(self, tensors_sha256: str) -> dict[str, Any]:
+        """The content of ``manifest.yaml``."""
+        profile = self.profile.to_dict()
+        return {
+            "format": "neurosim-deployment", "format_version": FORMAT_VERSION,
+            "neurosim_version": __version__,
+            "profile": {"name": self.profile.name, "sha256": profile_checksum(self.profile), "spec": profile},
+            "timesteps": self.timesteps, "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes, "input_bits": self.input_bits,
+            "tensors": {"file": TENSORS, "sha256": tensors_sha256},
+            "layers": [layer.to_manifest() for layer in self.layers],
+            "metadata": self.metadata,
+        }
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The arrays of ``tensors.npz`` by key."""
+        out: dict[str, np.ndarray] = {}
+        for layer in self.layers:
+            out[f"{layer.name}.weight"] = layer.weight.numpy().astype(np.int64)
+            if layer.bias is not None:
+                out[f"{layer.name}.bias"] = layer.bias.numpy().astype(np.int64)
+            out[f"{layer.name}.unit"] = layer.unit.numpy().astype(np.float32)
+        return out
+
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write the artifact folder atomically (temporary folder, then rename)."""
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise ArtifactError(f"{target}: already exists (use --force to replace it)")
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.tensors())
+        blob = buffer.getvalue()
+        manifest = self.manifest(hashlib.sha256(blob).hexdigest())
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an artifact is an ordinary folder
+        except OSError as exc:
+            raise ArtifactError(f"{target}: cannot write here ({exc.strerror})") from None
+        try:
+            (tmp / TENSORS).write_bytes(blob)
+            (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+            if target.exists():
+                old = target.with_name(f".{target.name}.old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArtifactError(f"{target}: cannot write ({exc.strerror})") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+
+def profile_checksum(profile: DeviceProfile) -> str:
+    """SHA-256 of the profile's canonical YAML (resolved, keys in schema order)."""
+    text = yaml.safe_dump(profile.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _output_shape(kind: str, weight_shape, input_shape: tuple[int, ...], stride: int, padding: int) -> tuple[int, ...]:
+    if kind == "linear":
+        return (int(weight_shape[0]),)
+    k = int(weight_shape[-1])
+    h = (input_shape[1] + 2 * padding - k) // stride + 1
+    w = (input_shape[2] + 2 * padding - k) // stride + 1
+    return (int(weight_shape[0]), h, w)
+
+
+# ------------------------------------------------------------------ loading
+
+def load_deployment(path: str | os.PathLike[str]) -> Deployment:
+    """Read an artifact folder; verify format version and checksums; one-line ArtifactError on
+    a missing, truncated, altered or foreign artifact."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such deployment artifact (expected a folder with {MANIFEST})")
+    manifest_path, tensors_path = folder / MANIFEST, folder / TENSORS
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{folder}: not a deployment artifact ({MANIFEST} is missing)")
+    manifest = read_yaml(manifest_path, ArtifactError)
+    if not isinstance(manifest, dict) or manifest.get("format") != "neurosim-deployment":
+        raise ArtifactError(f"{manifest_path}: not a neurosim deployment manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{manifest_path}: format version {version!r}, this neurosim reads "
+                            f"version {FORMAT_VERSION}")
+    try:
+        return _from_manifest(manifest, manifest_path, tensors_path)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ArtifactError(f"{manifest_path}: malformed manifest ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: Path) -> Deployment:
+    tensors_entry = manifest["tensors"]
+    if tensors_entry.get("file") != TENSORS:
+        raise ArtifactError(f"{manifest_path}: tensors.file must be {TENSORS!r}, got {tensors_entry.get('file')!r}")
+    if not tensors_path.is_file():
+        raise ArtifactError(f"{tensors_path}: missing")
+    if tensors_path.stat().st_size > MAX_TENSOR_BYTES:
+        raise ArtifactError(f"{tensors_path}: larger than {MAX_TENSOR_BYTES} bytes")
+    blob = tensors_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != tensors_entry.get("sha256"):
+        raise ArtifactError(f"{tensors_path}: checksum mismatch (truncated or altered)")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ArtifactError(f"{tensors_path}: unreadable ({' '.join(str(exc).split())[:200]})") from None
+    try:
+        profile = DeviceProfile.model_validate(manifest["profile"]["spec"])
+    except Exception as exc:  # pydantic ValidationError or a wrong type
+        raise ArtifactError(f"{manifest_path}: profile: invalid ({' '.join(str(exc).split())[:200]})") from None
+    if profile_checksum(profile) != manifest["profile"].get("sha256"):
+        raise ArtifactError(f"{manifest_path}: profile checksum mismatch (the profile was altered)")
+    layers = [_layer_from_manifest(entry, arrays, manifest_path) for entry in manifest["layers"]]
+    if not layers or not layers[-1].readout:
+        raise ArtifactError(f"{manifest_path}: the last layer must be the readout")
+    deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(manifest["input_shape"]),
+                            int(manifest["num_classes"]), dict(manifest.get("metadata") or {}))
+    from neurosim.export.compile import check_deployment
+    from neurosim.errors import ExportError
+    try:
+        check_deployment(deployment)
+    except ExportError as exc:
+        raise ArtifactError(f"{manifest_path}: {exc}") from None
+    return deployment
+
+
+def _tensor(arrays: dict[str, np.ndarray], entry: dict[str, Any], where: str) -> Tensor:
+    key = entry["key"]
+    if key not in arrays:
+        raise ArtifactError(f"{where}: tensor {key!r} is missing from {TENSORS}")
+    array = arrays[key]
+    if list(array.shape) != list(entry["shape"]):
+        raise ArtifactError(f"{where}: tensor {key!r} has shape {list(array.shape)}, manifest says {entry['shape']}")
+    if str(array.dtype) != entry["dtype"]:
+        raise ArtifactError(f"{where}: tensor {key!r} has dtype {array.dtype}, manifest says {entry['dtype']}")
+    return torch.from_numpy(array.copy())
+
+
+def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], where: Path) -> LayerDeployment:
+    neuron = entry["neuron"]
+    return LayerDeployment(
+        name=str(entry["name"]), kind=str(entry["kind"]),
+        weight=_tensor(arrays, entry["weight"], str(where)),
+        bias=None if entry["bias"] is None else _tensor(arrays, entry["bias"], str(where)),
+        unit=_tensor(arrays, entry["unit"], str(where)),
+        input_shape=tuple(int(d) for d in entry["input_shape"]),
+        output_shape=tuple(int(d) for d in entry["output_shape"]),
+        threshold=float(neuron["threshold"]), v_reset=float(neuron["v_reset"]), beta=float(neuron["beta"]),
+        synapse_decay=None if neuron["synapse_decay"] is None else float(neuron["synapse_decay"]),
+        refractory=int(neuron["refractory"]), reset=str(neuron["reset"]), v_init=float(neuron["v_init"]),
+        stride=int(entry["stride"]), padding=int(entry["padding"]), pool=int(entry["pool"]),
+        input_step=float(entry["input_step"]), readout=bool(entry["readout"]))
+
+

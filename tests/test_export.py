@@ -1,0 +1,377 @@
+"""Export and the integer engine: parity with the training forward, limits, artifacts, commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurosim.cli import main
+from neurosim.device import DynamicNoise, load_profile, sample_chips
+from neurosim.device.profile import DeviceProfile
+from neurosim.engine import IntegerEngine, deployment_shapes
+from neurosim.errors import ArtifactError, ExportError
+from neurosim.export import Deployment, compile_model, load_deployment
+from neurosim.nn import build_model
+from neurosim.train import ChipContext, TrainConfig, train
+from neurosim.train.trainer import neuron_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_for(profile: DeviceProfile, spec: str, input_shape=(1, 8, 8), classes=10, timesteps=4, norm="none",
+              seed=0, gain=3.0, **neuron):
+    """A model with the profile's neuron model whose weights are scaled up so that it spikes."""
+    torch.manual_seed(seed)
+    config = TrainConfig(neuron=neuron)
+    model = build_model(spec, input_shape, classes, timesteps, neuron_options(config, profile), norm=norm)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.synapse.weight.mul_(gain)
+    if norm != "none":  # give batch norm running statistics of its own
+        model.train()
+        model(torch.rand(32, *input_shape))
+    return model.eval()
+
+
+def training_spikes(model, x, ctx):
+    for block in model.blocks:
+        block.record = True
+    logits = model(x, ctx)
+    spikes = {block.name: block.recorded_spikes for block in model.blocks}
+    for block in model.blocks:
+        block.record = False
+    return logits, spikes
+
+
+def assert_parity(model, profile, x, n_chips=3, seed=7, batch=1):
+    deployment = compile_model(model, profile)
+    chips = sample_chips(profile, deployment_shapes(deployment), n=n_chips, seed=seed)
+    result = IntegerEngine(deployment, chips).run(x, batch=batch, record=True)
+    total = 0
+    for k in range(n_chips):
+        ctx = ChipContext(profile, chips[k], DynamicNoise(profile, seed, chips[k].indices), batch=batch)
+        logits, spikes = training_spikes(model, x, ctx)
+        for name, s in spikes.items():
+            engine_spikes = result.spikes[name][:, k].to(s.dtype)
+            assert torch.equal(engine_spikes, s), (name, k)
+            total += int(s.sum())
+        assert torch.equal(logits, result.logits[k]), k
+    return result, total
+
+
+# ------------------------------------------------------------------ parity with the training forward
+
+@pytest.mark.parametrize("name,spec,norm", [
+    ("hardreset-noisy", "mlp:48-24", "none"),
+    ("hardreset-noisy", "conv:4c3-mp2-8c3s2-16", "tdbn"),
+    ("hardreset-noisy", "mlp:32", "bn"),
+])
+def test_engine_matches_the_training_forward_bit_for_bit(name, spec, norm):
+    profile = load_profile(name)
+    model = model_for(profile, spec, norm=norm)
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    result, spikes = assert_parity(model, profile, x)
+    assert spikes > 0  # the comparison saw real activity
+
+
+def test_parity_on_a_noisy_faulty_current_based_chip():
+    profile = DeviceProfile.model_validate({
+        "name": "stress", "description": "every effect at once",
+        "neuron": {"reset": "soft", "synapse_decay": 0.75, "refractory": 1},
+        "numerics": {"weight_bits": 6, "membrane_bits": 12, "synapse_bits": 12, "input_bits": 6,
+                     "decay": {"kind": "shift", "shift": 2}, "synapse_decay": {"kind": "multiply", "bits": 8},
+                     "overflow": "wrap", "synapse_overflow": "saturate"},
+        "variation": {"v_threshold": {"sigma": 0.05}, "v_reset": {"sigma": 0.02},
+                      "decay": {"sigma": 0.05, "relative": True}},
+        "noise": {"thermal": {"sigma": 0.05}, "v_threshold": {"sigma": 0.02}},
+        "faults": {"dead_neurons": 0.1, "stuck_weights": 0.05, "stuck_at": "random"}})
+    model = model_for(profile, "mlp:40-20", gain=4.0, v_init="mp_init")
+    model.blocks[0].node.mp_init.fill_(0.3)
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    result, spikes = assert_parity(model, profile, x, n_chips=4)
+    assert spikes > 0
+    assert sum(float(c.saturations.sum()) for c in result.counts.values()) > 0  # wraps/saturations happened
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden=st.lists(st.integers(3, 24), min_size=1, max_size=2), weight_bits=st.integers(3, 8),
+       membrane_bits=st.integers(8, 16), overflow=st.sampled_from(["saturate", "wrap"]),
+       decay=st.sampled_from([{"kind": "shift", "shift": 1}, {"kind": "shift", "shift": 3, "nonzero_step": True},
+                              {"kind": "multiply", "bits": 8, "rounding": "toward_zero"}]),
+       reset=st.sampled_from(["hard", "soft"]), sigma=st.sampled_from([0.0, 0.03]),
+       thermal=st.sampled_from([0.0, 0.05]), seed=st.integers(0, 1000), gain=st.floats(1.0, 6.0))
+def test_parity_property(hidden, weight_bits, membrane_bits, overflow, decay, reset, sigma, thermal, seed, gain):
+    profile = DeviceProfile.model_validate({
+        "name": "random", "description": "random chip",
+        "neuron": {"reset": reset, **({} if decay["kind"] == "shift" else {"decay": 0.8})},
+        "numerics": {"weight_bits": weight_bits, "membrane_bits": membrane_bits, "input_bits": 6,
+                     "decay": decay, "overflow": overflow},
+        "variation": {"v_threshold": {"sigma": sigma}, "v_reset": {"sigma": sigma}},
+        "noise": {"thermal": {"sigma": thermal}}})
+    model = model_for(profile, "mlp:" + "-".join(map(str, hidden)), input_shape=(1, 4, 4), classes=5,
+                      timesteps=3, seed=seed, gain=gain)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    assert_parity(model, profile, x, n_chips=2, seed=seed)
+
+
+# ------------------------------------------------------------------ exact sums
+
+def test_synaptic_sums_use_exact_arithmetic_for_their_bound():
+    profile = DeviceProfile.model_validate({
+        "name": "wide", "description": "wide states",
+        "neuron": {"decay": 0.5},
+        "numerics": {"weight_bits": 32, "membrane_bits": 32, "input_bits": 16, "threshold_bits": 32,
+                     "decay": {"kind": "multiply", "bits": 12}}})
+    rng = np.random.default_rng(0)
+    x = torch.rand(4, 900, generator=torch.Generator().manual_seed(0))
+    for magnitude, dtype in ((30000, torch.float64), (2 ** 30, torch.int64)):
+        layers = [{"weight": rng.integers(-magnitude, magnitude, size=(6, 900)), "threshold": 2 ** 28},
+                  {"weight": rng.integers(-3, 3, size=(3, 6)), "readout": True}]
+        engine = IntegerEngine(Deployment.from_integers(profile, layers, timesteps=2, input_shape=(900,)))
+        assert engine.sum_dtypes["block0"] == dtype  # 900 * magnitude * 32767: below / above 2^53
+        codes = engine.encode(x)
+        exact = codes.numpy().astype(object) @ layers[0]["weight"].T.astype(object)  # Python big ints
+        got = engine.layers[0].currents(codes.unsqueeze(0))[0]
+        assert got.tolist() == exact.tolist()
+
+
+def test_float_blas_bound_is_checked_not_assumed():
+    profile = load_profile("hardreset-noisy")
+    small = Deployment.from_integers(profile, [{"weight": np.ones((4, 16), dtype=np.int64), "threshold": 100},
+                                               {"weight": np.ones((2, 4), dtype=np.int64)}], 2, (16,))
+    assert IntegerEngine(small).sum_dtypes == {"block0": torch.float32, "readout": torch.float32}
+    big = Deployment.from_integers(profile, [{"weight": np.full((4, 4000), 127, dtype=np.int64), "threshold": 100},
+                                             {"weight": np.ones((2, 4), dtype=np.int64)}], 2, (4000,))
+    assert IntegerEngine(big).sum_dtypes["block0"] == torch.float64  # 4000 * 127 * 127 > 2^24
+
+
+# ------------------------------------------------------------------ compile checks
+
+def test_float_profiles_and_mismatched_neurons_are_refused(tmp_path):
+    noisy = load_profile("hardreset-noisy")
+    model = model_for(noisy, "mlp:16")
+    with pytest.raises(ExportError, match="computes in float"):
+        compile_model(model, "ideal")
+    soft = model_for(noisy, "mlp:16", reset="soft")
+    with pytest.raises(ExportError) as info:
+        compile_model(soft, noisy)
+    assert "block0" in str(info.value) and "reset is soft" in str(info.value) and "--adapt" in str(info.value)
+    leaky = model_for(noisy, "mlp:16", beta=0.9)
+    with pytest.raises(ExportError, match="decay beta = 0.9"):
+        compile_model(leaky, noisy)
+    deployment = compile_model(leaky, noisy, adapt=True)
+    # the nearest decay a shift realises: 1 - 2^-3
+    assert deployment.metadata["adapted"] == ["block0: beta 0.9 -> 0.875"]
+    assert deployment.layers[0].beta == 0.875
+
+
+def test_limits_name_the_layer_limit_and_value():
+    xylo = load_profile("xylo-like")
+    model = model_for(xylo, "mlp:16", input_shape=(1, 8, 8))
+    with pytest.raises(ExportError, match="max_inputs of profile xylo-like is 16, the model needs 64"):
+        compile_model(model, xylo)
+    small = model_for(xylo, "mlp:100-100", input_shape=(1, 4, 4), classes=8)
+    with pytest.raises(ExportError, match="block0: max_fan_out of profile xylo-like is 64, the model needs 100"):
+        compile_model(small, xylo)
+    assert compile_model(model_for(xylo, "mlp:60-60", input_shape=(1, 4, 4), classes=8), xylo)
+    limited = load_profile("hardreset-noisy").model_copy(update={
+        "limits": load_profile("hardreset-noisy").limits.model_copy(update={"max_timesteps": 2, "max_fan_in": 32})})
+    with pytest.raises(ExportError, match="max_timesteps"):
+        compile_model(model_for(limited, "mlp:8"), limited)
+
+
+def test_nan_weights_and_bias_overflow_are_refused():
+    profile = load_profile("hardreset-noisy")
+    model = model_for(profile, "mlp:8")
+    with torch.no_grad():
+        model.blocks[0].synapse.weight[0, 0] = float("nan")
+    with pytest.raises(ExportError, match="block0: weight holds NaN"):
+        compile_model(model, profile)
+    model = model_for(profile, "mlp:8")
+    with torch.no_grad():
+        model.blocks[0].synapse.bias[0] = 1e6
+    with pytest.raises(ExportError, match="block0: bias needs"):
+        compile_model(model, profile)
+
+
+def test_from_integers_runs_a_hand_checked_network():
+    profile = load_profile("hardreset-noisy")  # shift 1 decay, hard reset, 8-bit input codes
+    layers = [{"weight": [[1], [2]], "threshold": 200, "unit": 1.0},
+              {"weight": [[10, 0], [0, 10]], "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, timesteps=3, input_shape=(1,))
+    result = IntegerEngine(deployment).run(torch.tensor([[1.0]]), record=True)
+    # input code 127; currents 127 and 254; neuron 0: u = 127, 190, 222 -> spike at t=2 (>= 200)
+    # neuron 1: u = 254 -> spike at t=0, v = 0; 254 -> spike; 254 -> spike
+    assert result.spikes["block0"][:, 0, 0].tolist() == [[0, 1], [0, 1], [1, 1]]
+    # readout integrates 10 * spikes without decay: u = (0, 10), (0, 20), (10, 30); mean (10/3, 20)
+    assert result.logits[0, 0].tolist() == pytest.approx([10 / 3, 20.0])
+
+
+# ------------------------------------------------------------------ artifacts
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    profile = load_profile("hardreset-noisy")
+    deployment = compile_model(model_for(profile, "conv:4c3-mp2-12", norm="tdbn"), profile,
+                               metadata={"note": "test"})
+    path = tmp_path_factory.mktemp("art") / "model"
+    deployment.save(path)
+    return deployment, path
+
+
+def test_artifact_round_trip(artifact, tmp_path):
+    deployment, path = artifact
+    loaded = load_deployment(path)
+    assert loaded.profile == deployment.profile and loaded.metadata == {"note": "test"}
+    for a, b in zip(deployment.layers, loaded.layers):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.unit, b.unit)
+        assert (a.bias is None) == (b.bias is None)
+        assert (a.threshold, a.v_reset, a.beta, a.pool, a.stride) == (b.threshold, b.v_reset, b.beta, b.pool, b.stride)
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(IntegerEngine(deployment).run(x).logits, IntegerEngine(loaded).run(x).logits)
+    manifest = yaml.safe_load((path / "manifest.yaml").read_text())
+    assert manifest["format_version"] == 1 and manifest["profile"]["name"] == "hardreset-noisy"
+    assert [layer["name"] for layer in manifest["layers"]] == ["block0", "block1", "readout"]
+    with pytest.raises(ArtifactError, match="already exists"):
+        deployment.save(path)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def corrupt_copy(path: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    return copy
+
+
+def rewrite_manifest(folder: Path, change) -> None:
+    manifest = yaml.safe_load((folder / "manifest.yaml").read_text())
+    change(manifest)
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def test_truncated_and_flipped_tensors_are_refused(artifact, tmp_path):
+    _, path = artifact
+    copy = corrupt_copy(path, tmp_path)
+    data = (copy / "tensors.npz").read_bytes()
+    (copy / "tensors.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_deployment(copy)
+    flipped = bytearray(data)
+    flipped[len(flipped) // 3] ^= 0x01
+    (copy / "tensors.npz").write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_deployment(copy)
+
+
+def test_wrong_version_foreign_and_escaping_manifests_are_refused(artifact, tmp_path):
+    _, path = artifact
+    copy = corrupt_copy(path, tmp_path)
+    rewrite_manifest(copy, lambda m: m.update(format_version=99))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        load_deployment(copy)
+    copy2 = tmp_path / "c2"
+    shutil.copytree(path, copy2)
+    rewrite_manifest(copy2, lambda m: m["tensors"].update(file="../../etc/passwd"))
+    with pytest.raises(ArtifactError, match="tensors.file"):
+        load_deployment(copy2)
+    copy3 = tmp_path / "c3"
+    shutil.copytree(path, copy3)
+    rewrite_manifest(copy3, lambda m: m["profile"]["spec"]["numerics"].update(weight_bits=16))
+    with pytest.raises(ArtifactError, match="profile checksum"):
+        load_deployment(copy3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="manifest.yaml is missing"):
+        load_deployment(tmp_path / "empty")
+    (tmp_path / "file.txt").write_text("hello")
+    with pytest.raises(ArtifactError, match="no such deployment artifact"):
+        load_deployment(tmp_path / "file.txt")
+    copy4 = tmp_path / "c4"
+    shutil.copytree(path, copy4)
+    (copy4 / "manifest.yaml").write_text("just: [a list")
+    with pytest.raises(ArtifactError, match="invalid YAML"):
+        load_deployment(copy4)
+
+
+def _rewrite_tensors(folder: Path, arrays: dict) -> None:
+    import hashlib
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (folder / "tensors.npz").write_bytes(buffer.getvalue())
+    rewrite_manifest(folder, lambda m: m["tensors"].update(sha256=hashlib.sha256(buffer.getvalue()).hexdigest()))
+
+
+def test_tensors_of_wrong_shape_dtype_or_object_arrays_are_refused(artifact, tmp_path):
+    deployment, path = artifact
+    arrays = deployment.tensors()
+    copy = corrupt_copy(path, tmp_path)
+    _rewrite_tensors(copy, {**arrays, "block0.weight": arrays["block0.weight"][:2]})
+    with pytest.raises(ArtifactError, match="shape"):
+        load_deployment(copy)
+    _rewrite_tensors(copy, {**arrays, "block0.weight": arrays["block0.weight"].astype(np.float64)})
+    with pytest.raises(ArtifactError, match="dtype"):
+        load_deployment(copy)
+    _rewrite_tensors(copy, {**arrays, "block0.weight": np.array([object()], dtype=object)})
+    with pytest.raises(ArtifactError, match="unreadable"):
+        load_deployment(copy)
+
+
+# ------------------------------------------------------------------ commands
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "digits"
+    train(TrainConfig(epochs=3, model="mlp:64", eval_chips=4), out, progress=False)
+    return out
+
+
+def test_export_and_run_commands_reproduce_the_training_evaluation(trained_run, tmp_path):
+    art = tmp_path / "art"
+    result = subprocess.run([sys.executable, "-m", "neurosim", "export", str(trained_run), "--out", str(art)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    result = subprocess.run([sys.executable, "-m", "neurosim", "run", str(art), "--chips", "4"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    # the integer engine on chips 0..3 (seed 1234) gives the accuracy the fake-quant forward measured
+    assert f"accuracy {metrics['test_accuracy_noisy']:.4f} +- {metrics['test_accuracy_noisy_std']:.4f}" in result.stdout
+    assert "block0" in result.stdout and "synops" in result.stdout
+
+
+def test_export_errors_are_one_line_and_write_nothing(trained_run, tmp_path, capsys):
+    art = tmp_path / "art"
+    assert main(["export", str(trained_run), "--profile", "xylo-like", "--out", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "reset is hard, the chip resets soft" in err[0]
+    assert main(["export", str(trained_run), "--profile", "xylo-like", "--adapt", "--out", str(art)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_inputs of profile xylo-like is 16, the model needs 64" in err[0]
+    assert not art.exists() and not list(tmp_path.iterdir())
+    assert main(["run", str(tmp_path / "missing")]) == 2
+    assert "no such deployment artifact" in capsys.readouterr().err
+
+
+def test_run_strict_fails_on_saturation(tmp_path, capsys):
+    profile = load_profile("hardreset-noisy")
+    layers = [{"weight": np.full((2, 64), 127, dtype=np.int64), "threshold": 30000},
+              {"weight": np.ones((10, 2), dtype=np.int64)}]
+    deployment = Deployment.from_integers(profile, layers, 4, (1, 8, 8), metadata={"training": {"dataset": "digits"}})
+    deployment.save(tmp_path / "sat")
+    result = IntegerEngine(deployment).run(torch.ones(1, 1, 8, 8))
+    assert float(result.counts["block0"].saturations.sum()) == 2 * 4  # both neurons, every step
+    assert main(["run", str(tmp_path / "sat"), "--chips", "2"]) == 0
+    assert "saturations" in capsys.readouterr().out
+    assert main(["run", str(tmp_path / "sat"), "--chips", "2", "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "saturation" in err[0] and "--strict" in err[0]
