@@ -242,10 +242,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from neurosim.sweep import SweepSpec, parse_values, parse_vary, run_sweep
+
+    spec = SweepSpec(source=str(args.source), scales=parse_values(args.scale, "--scale") if args.scale else None,
+                     vary=[[k, v] for k, v in parse_vary(args.vary or [])], profile=args.profile,
+                     instances=args.instances, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
+                     data_root=args.data_root, chunk=args.chunk, label=args.label)
+    summary = run_sweep(spec, args.out, resume=args.resume, progress=args.progress)
+    if summary:
+        print(f"{'point':<34} {'accuracy mean':>13} {'p5':>7} {'p95':>7} {'spikes/sample':>14}")
+        for row in summary:
+            setting = ", ".join(f"{k}={row[k]:g}" for k in row if k not in ("point", "instances")
+                                and not k.startswith(("accuracy", "spikes", "synops", "energy", "saturations")))
+            print(f"{setting:<34} {row['accuracy_mean']:>13.4f} {row['accuracy_p5']:>7.4f} {row['accuracy_p95']:>7.4f} "
+                  f"{row['spikes_per_sample_mean']:>14.1f}")
+        print(f"wrote {args.out}/results.csv, summary.csv, sweep.yaml, plot.png")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from neurosim.sweep import plot_sweeps
+
+    path = plot_sweeps(args.dirs, args.out, args.label)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from neurosim.demo import run_demo
 
-    return run_demo(seed=args.seed, chips=args.chips)
+    return run_demo(out=args.out, epochs=args.epochs, chips=args.chips, seed=args.seed, progress=args.progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,10 +337,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=_cmd_run)
 
-    demo = commands.add_parser("demo", help="run the demo",
-                               description="Show the built-in chip profiles and sampled chip statistics.")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    demo.add_argument("--chips", type=int, default=16, help="chips to sample (default: %(default)s)")
+    p = commands.add_parser("sweep", help="robustness sweep over noise levels and chip instances",
+                            description="Evaluate a training run (fake-quant forward) or an artifact (integer "
+                                        "engine) at each noise point on N seeded chip instances. Results stream "
+                                        "to DIR/results.csv; --resume continues a killed sweep. Under torchrun "
+                                        "the work is sharded over the processes.")
+    p.add_argument("source", metavar="SOURCE", help="training run folder or deployment artifact")
+    p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the source's)")
+    p.add_argument("--scale", metavar="S1,S2,...", help="multiply every sigma of the profile by each factor")
+    p.add_argument("--vary", action="append", metavar="KEY=V1,V2,...",
+                   help="sweep one profile key instead (e.g. variation.v_threshold.sigma=0,0.01); repeat for a grid")
+    p.add_argument("--instances", type=int, default=16, help="chip instances per point (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="chip seed (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    p.add_argument("--dataset", help="dataset (default: the source's)")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=8, help="instances evaluated (and written) together")
+    p.add_argument("--label", help="legend label in plots (default: the folder name)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = commands.add_parser("plot", help="plot one or more sweeps",
+                            description="Accuracy vs noise (mean, 5-95 %% band over chips) and per-layer firing "
+                                        "rates, several sweeps overlaid.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep output folders")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--label", action="append", help="legend label per DIR, in order")
+    p.set_defaults(func=_cmd_plot)
+
+    demo = commands.add_parser("demo", help="the whole path on digits in a few minutes",
+                               description="Train on hardreset-noisy with and without noise in the loop, export "
+                                           "both, check engine/training parity, sweep both over noise scales on "
+                                           "sampled chips, and write a plot and a summary.")
+    demo.add_argument("--out", default="neurosim-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=15, help="training epochs (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    demo.add_argument("--chips", type=int, default=16, help="chips per sweep point (default: %(default)s)")
+    demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -146,16 +146,32 @@ class _Layer:
         return F.conv2d(x.to(dtype), weight.to(dtype), None, spec.stride, spec.padding).to(torch.int64)
 
     def synaptic_ops(self, x: Tensor) -> Tensor:
-        """Synaptic operations per chip: each active input times the synapses it drives
-        (weighted by its spike count for integer inputs of the first layer)."""
+        """Synaptic operations per chip (:func:`count_synaptic_ops`)."""
         spec = self.spec
-        active = (x != 0).to(torch.float64)
-        if spec.kind == "linear":
-            return active.flatten(2).sum(-1).sum(-1) * spec.weight.shape[0]
-        k = spec.weight.shape[-1]
-        ones = torch.ones(1, spec.weight.shape[1], k, k, dtype=torch.float64)
-        reach = F.conv2d(active.flatten(0, 1), ones, None, spec.stride, spec.padding)
-        return reach.reshape(x.shape[0], -1).sum(-1) * spec.weight.shape[0]
+        return count_synaptic_ops(x, spec.kind, tuple(spec.weight.shape), spec.stride, spec.padding)
+
+
+def count_synaptic_ops(x: Tensor, kind: str, weight_shape: tuple[int, ...], stride: int = 1,
+                       padding: int = 0) -> Tensor:
+    """Synaptic operations of inputs ``x`` ``[lead, batch, *in]``, summed per ``lead`` entry:
+    every non-zero input (a spike, or a non-zero input code) times the synapses it reaches —
+    all outputs of a dense layer, the kernel positions that cover it in a convolution."""
+    active = (x != 0).to(torch.float64)
+    if kind == "linear":
+        return active.flatten(2).sum(-1).sum(-1) * weight_shape[0]
+    k = weight_shape[-1]
+    ones = torch.ones(1, weight_shape[1], k, k, dtype=torch.float64)
+    reach = F.conv2d(active.flatten(0, 1), ones, None, stride, padding)
+    return reach.reshape(x.shape[0], -1).sum(-1) * weight_shape[0]
+
+
+def estimate_energy(energy, spikes: Tensor, synaptic_ops: Tensor, neuron_updates: Tensor) -> Tensor | None:
+    """``synops * e_syn + spikes * e_spike + updates * e_update`` in pJ from a profile's
+    ``energy`` section; None when it has no figures."""
+    if energy.per_synaptic_op_pj is None and energy.per_spike_pj is None and energy.per_neuron_update_pj is None:
+        return None
+    return (synaptic_ops * (energy.per_synaptic_op_pj or 0.0) + spikes * (energy.per_spike_pj or 0.0)
+            + neuron_updates * (energy.per_neuron_update_pj or 0.0))
 
 
 class IntegerEngine:
@@ -315,12 +331,10 @@ class IntegerEngine:
     def energy(self, counts: dict[str, LayerCounts]) -> Tensor | None:
         """Estimated energy per chip in pJ from the profile's ``energy`` section (None if it has
         no figures)."""
-        e = self.profile.energy
-        if e.per_synaptic_op_pj is None and e.per_spike_pj is None and e.per_neuron_update_pj is None:
-            return None
-        total = torch.zeros(self.n_chips, dtype=torch.float64)
+        total = None
         for c in counts.values():
-            total += c.synaptic_ops * (e.per_synaptic_op_pj or 0.0)
-            total += c.spikes * (e.per_spike_pj or 0.0)
-            total += c.neuron_updates * (e.per_neuron_update_pj or 0.0)
+            part = estimate_energy(self.profile.energy, c.spikes, c.synaptic_ops, c.neuron_updates)
+            if part is None:
+                return None
+            total = part if total is None else total + part
         return total

@@ -74,9 +74,7 @@ def evaluate_deployment(deployment: Deployment, split, chips: int = 16, seed: in
     n = len(split)
     correct = torch.zeros(chips, dtype=torch.float64)
     totals: dict[str, LayerCounts] = {}
-    energy = torch.zeros(chips, dtype=torch.float64) if deployment.profile.energy.per_synaptic_op_pj is not None \
-        or deployment.profile.energy.per_spike_pj is not None or deployment.profile.energy.per_neuron_update_pj \
-        is not None else None
+    energy = None
     starts = range(0, n, batch_size)
     for b, start in enumerate(tqdm(starts, desc="engine", leave=False, disable=None if progress is None else not progress)):
         x, y = split.inputs[start:start + batch_size], split.targets[start:start + batch_size]
@@ -87,8 +85,8 @@ def evaluate_deployment(deployment: Deployment, split, chips: int = 16, seed: in
                 totals[name].add(counts)
             else:
                 totals[name] = counts
-        if energy is not None and result.energy_pj is not None:
-            energy += result.energy_pj
+        if result.energy_pj is not None:
+            energy = result.energy_pj if energy is None else energy + result.energy_pj
     layer_counts = {name: {what: (getattr(c, what) / n).tolist()
                            for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations")}
                     for name, c in totals.items()}

@@ -58,8 +58,9 @@ class FixedArithmetic:
 
     is_fixed = True
 
-    def __init__(self, numerics: NumericsSpec) -> None:
+    def __init__(self, numerics: NumericsSpec, events: Tensor | None = None) -> None:
         self.numerics = numerics
+        self.events = events  # when given, saturation/wrap events are added to it (in place)
 
     def _decay(self, x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
         beta = torch.as_tensor(beta).detach()
@@ -75,6 +76,8 @@ class FixedArithmetic:
         return self._decay(i, alpha, self.numerics.synapse_decay)
 
     def _fit(self, x: Tensor, bits: int, overflow: str) -> Tensor:
+        if self.events is not None:
+            self.events += fp.out_of_range(x.detach(), bits).sum()
         if overflow == "saturate":
             lo, hi = fp.int_range(bits)
             return x.clamp(lo, hi)  # exact value; gradient 1 inside the range, 0 outside

@@ -149,6 +149,8 @@ class Readout(nn.Module):
         self.synapse = nn.Linear(in_features, num_classes)
         self.register_buffer("beta", torch.tensor(float(beta)))
         self.name = "readout"
+        self.record = False  # keep the input spikes (for synaptic-op counts)
+        self.recorded_input: Tensor | None = None
 
     def forward(self, x: Tensor, device: DeviceHook | None = None, in_gain: Tensor | None = None) -> Tensor:
         steps, batch = x.shape[:2]
@@ -197,7 +199,9 @@ class SpikingNetwork(nn.Module):
             gain = block.node.output_gain
             counts.append(x.detach().flatten(2).sum(dim=(0, 2)))
         self.last_spike_counts = counts  # per block: spikes per sample [batch]
-        return self.readout(x.flatten(2), device, in_gain=gain)
+        x = x.flatten(2)
+        self.readout.recorded_input = x.detach() if self.readout.record else None
+        return self.readout(x, device, in_gain=gain)
 
     def spiking_nodes(self) -> list[LIFNode]:
         """The LIF layers, input to output."""

@@ -43,7 +43,7 @@ class ChipContext:
     """
 
     def __init__(self, profile: DeviceProfile, chips: ChipInstances | None = None,
-                 noise: DynamicNoise | None = None, batch: int = 0) -> None:
+                 noise: DynamicNoise | None = None, batch: int = 0, count_events: bool = False) -> None:
         if chips is not None and len(chips) != 1:
             raise ValueError(f"a ChipContext holds one chip, got {len(chips)}")
         self.profile = profile
@@ -56,6 +56,9 @@ class ChipContext:
                                 "yet; remove it or set its sigma to 0")
         self.fixed = not profile.numerics.is_float
         self.arithmetic = FixedArithmetic(profile.numerics) if self.fixed else FloatArithmetic()
+        self.count_events = count_events and self.fixed
+        self.events: dict[str, Tensor] = {}
+        """Saturation/wrap events per layer in this forward (with ``count_events``)."""
 
     def _variation(self, name: str) -> LayerVariation | None:
         if self.chips is None:
@@ -103,6 +106,9 @@ class ChipContext:
         """The chip's neuron values for layer ``name`` in state units of ``unit``."""
         var = self._variation(name)
         arithmetic = self.arithmetic
+        if self.count_events:
+            counter = self.events.setdefault(name, torch.zeros((), dtype=torch.float64))
+            arithmetic = FixedArithmetic(self.profile.numerics, counter)
 
         def vary(quantity: str):
             def apply(nominal: Tensor) -> Tensor:

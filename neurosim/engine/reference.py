@@ -1,0 +1,359 @@
+"""A slow, per-neuron reference of the integer engine (DESIGN.md §2 and §4).
+
+:func:`reference_run` simulates ONE chip of a :class:`~neurosim.export.Deployment` with plain
+Python integers, one neuron at a time, so that every rule can be read off and checked against
+DESIGN.md. It is written for clarity, not speed, and deliberately does not call
+:mod:`neurosim.device.fixedpoint` or :mod:`neurosim.engine.engine`: the integer rules
+(two's-complement saturate/wrap, shift and multiply decays, rounding) are written out again
+here, so that the fast :class:`~neurosim.engine.IntegerEngine` is checked against an independent
+statement of them (tests/test_reference.py compares the two bit for bit).
+
+Conventions, as in the engine:
+
+* A ``b``-bit state is signed two's complement, range ``[-2^(b-1), 2^(b-1) - 1]``;
+  ``saturate`` clamps to it, ``wrap`` reduces modulo ``2^b`` into it.
+* Rounding of a float to an integer is half to even (Python's :func:`round`).
+* Float quantities (thresholds, resets, decays, units, noise) are computed in float32, as the
+  engine's torch tensors are (``numpy.float32`` scalars round every operation to float32).
+* The only thing taken from the library is the seeded randomness: the chip's static draws
+  (``chips.layers[name]``) and the dynamic noise stream (:class:`~neurosim.device.DynamicNoise`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from neurosim.device.chips import ChipInstances, DynamicNoise
+from neurosim.export.deployment import Deployment, LayerDeployment
+
+f32 = np.float32
+
+
+# ------------------------------------------------------------------ integer rules
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """Smallest and largest signed ``bits``-bit integer."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def saturate(value: int, bits: int) -> int:
+    """Clamp to the signed ``bits``-bit range."""
+    lo, hi = int_range(bits)
+    return min(max(value, lo), hi)
+
+
+def wrap(value: int, bits: int) -> int:
+    """Two's-complement overflow: keep the low ``bits`` bits, read them as signed."""
+    lo, _ = int_range(bits)
+    return (value - lo) % (2 ** bits) + lo
+
+
+def fit(value: int, bits: int, overflow: str) -> int:
+    """The profile's overflow rule at ``bits`` bits."""
+    if overflow == "saturate":
+        return saturate(value, bits)
+    if overflow == "wrap":
+        return wrap(value, bits)
+    raise ValueError(f"unknown overflow rule {overflow!r}")
+
+
+def out_of_range(value: int, bits: int) -> bool:
+    """True if a ``bits``-bit state cannot hold ``value`` (a saturation or wrap event)."""
+    lo, hi = int_range(bits)
+    return value < lo or value > hi
+
+
+def shift_right(value: int, k: int, rounding: str) -> int:
+    """``value / 2^k`` rounded toward minus infinity (``floor``: the arithmetic shift, Python's
+    ``>>``) or toward zero (``toward_zero``: shift the magnitude, keep the sign)."""
+    if rounding == "floor":
+        return value >> k
+    if rounding == "toward_zero":
+        return value >> k if value >= 0 else -((-value) >> k)
+    raise ValueError(f"unknown shift rounding {rounding!r}")
+
+
+def sign(value: int) -> int:
+    return (value > 0) - (value < 0)
+
+
+def round_half_even(value: float) -> int:
+    """Nearest integer, ties to even (Python's round on the exact float64 value)."""
+    return round(float(value))
+
+
+class Decay:
+    """The integer decay of one neuron's state for a decay factor ``beta`` (float32).
+
+    ``beta >= 1``: the state is kept. Shift format: ``v - (v >> k)`` with
+    ``k = clamp(round(-log2(1 - beta)), 1, 31)`` (``1 - beta`` at least ``2^-31``); with
+    ``nonzero_step`` a zero decrement of a non-zero state becomes ``sign(v)``. Multiply format:
+    ``(v * d) >> bits`` with ``d = round(beta * 2^bits)``.
+    """
+
+    def __init__(self, beta: float, fmt: Any) -> None:
+        beta = float(beta)  # float32 -> float64 is exact
+        self.fmt = fmt
+        self.keep = beta >= 1
+        if fmt.kind == "shift":
+            gap = max(1.0 - beta, 2.0 ** -31)
+            self.k = min(max(round_half_even(-math.log2(gap)), 1), 31)
+        else:
+            self.d = round_half_even(beta * 2 ** fmt.bits)
+
+    def __call__(self, v: int) -> int:
+        if self.keep:
+            return v
+        fmt = self.fmt
+        if fmt.kind == "shift":
+            step = shift_right(v, self.k, fmt.rounding)
+            if fmt.nonzero_step and step == 0:
+                step = sign(v)
+            return v - step
+        return shift_right(v * self.d, fmt.bits, fmt.rounding)
+
+
+# ------------------------------------------------------------------ float32 helpers
+
+
+def perturb(nominal: np.float32, perturbation: Any, position: int, neuron: tuple[int, ...]) -> np.float32:
+    """A chip's value of a nominal float32 quantity for one neuron:
+    ``nominal * (1 + sigma z)`` (relative) or ``nominal + sigma z`` (absolute), then clamped to
+    the perturbation's bounds. No draw (``z`` is None): the nominal value."""
+    if perturbation is None or perturbation.z is None:
+        return nominal
+    z = f32(perturbation.z[position][neuron].item())
+    sigma_z = f32(perturbation.sigma) * z
+    value = nominal * (f32(1) + sigma_z) if perturbation.relative else nominal + sigma_z
+    lo, hi = perturbation.bounds
+    if lo is not None:
+        value = max(value, f32(lo))
+    if hi is not None:
+        value = min(value, f32(hi))
+    return f32(value)
+
+
+def unit_of(layer: LayerDeployment, neuron: tuple[int, ...]) -> np.float32:
+    """The state unit of a neuron: the layer's scalar unit or its output channel's."""
+    unit = layer.unit.detach().cpu().numpy().astype(np.float32)
+    if unit.ndim == 0:
+        return f32(unit)
+    return f32(unit.reshape(-1)[neuron[0]])
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ one chip's layer
+
+
+class _ChipLayer:
+    """One deployment layer as chip ``position`` realises it: integer weights (stuck weights
+    applied) and, per neuron, threshold, reset, decays and initial state."""
+
+    def __init__(self, layer: LayerDeployment, deployment: Deployment, chips: ChipInstances | None,
+                 position: int) -> None:
+        num = deployment.profile.numerics
+        self.layer = layer
+        var = chips.layers.get(layer.name) if chips is not None else None
+
+        # weights: plain ints; a stuck weight is stuck_value * (largest weight code)
+        w_max = int_range(num.weight_bits)[1]
+        weight = layer.weight.detach().cpu().numpy()
+        self.weight = np.empty(weight.shape, dtype=object)
+        for index in np.ndindex(*weight.shape):
+            code = int(weight[index])
+            if var is not None and var.stuck is not None and bool(var.stuck[position][index]):
+                code = int(var.stuck_value[position][index].item()) * w_max
+            self.weight[index] = code
+        self.bias = None if layer.bias is None else [int(b) for b in layer.bias.tolist()]
+
+        self.neurons = list(np.ndindex(*layer.output_shape))
+        self.unit = {n: unit_of(layer, n) for n in self.neurons}
+        if layer.readout:  # a plain integrator: nominal decay, no variation, no noise, no faults
+            decay = Decay(f32(layer.beta), num.decay)
+            self.decay = {n: decay for n in self.neurons}
+            return
+
+        theta_hi = int_range(num.threshold_bits or num.membrane_bits)[1]
+        v_lo, v_hi = int_range(num.membrane_bits)
+        self.theta: dict[tuple[int, ...], int] = {}
+        self.v_reset: dict[tuple[int, ...], int] = {}
+        self.decay: dict[tuple[int, ...], Decay] = {}
+        self.synapse_decay: dict[tuple[int, ...], Decay] = {}
+        self.v_init: dict[tuple[int, ...], int] = {}
+        self.dead: dict[tuple[int, ...], bool] = {}
+        for n in self.neurons:
+            unit = self.unit[n]
+            theta = perturb(f32(layer.threshold), var and var.v_threshold, position, n)
+            self.theta[n] = min(max(round_half_even(theta / unit), 1), theta_hi)
+            reset = perturb(f32(layer.v_reset), var and var.v_reset, position, n)
+            self.v_reset[n] = min(max(round_half_even(reset / unit), v_lo), v_hi)
+            beta = min(max(f32(layer.beta), f32(0)), f32(1))
+            self.decay[n] = Decay(perturb(beta, var and var.decay, position, n), num.decay)
+            if layer.synapse_decay is not None:
+                alpha = perturb(f32(layer.synapse_decay), var and var.synapse_decay, position, n)
+                self.synapse_decay[n] = Decay(alpha, num.synapse_decay)
+            self.v_init[n] = round_half_even(f32(layer.v_init) / unit)
+            self.dead[n] = var is not None and var.dead is not None and bool(var.dead[position][n])
+
+    def current(self, x: np.ndarray, n: tuple[int, ...]) -> int:
+        """Integer input current of neuron ``n`` for the integer input ``x`` of one sample:
+        weights times inputs plus bias (a convolution is a cross-correlation with the layer's
+        stride and zero padding)."""
+        layer, w = self.layer, self.weight
+        total = 0
+        if layer.kind == "linear":
+            flat = x.reshape(-1)
+            o = n[0]
+            for j in range(w.shape[1]):
+                total += w[o, j] * int(flat[j])
+        else:
+            o, y, xx = n
+            channels, height, width = x.shape
+            k = w.shape[-1]
+            for c in range(channels):
+                for dy in range(k):
+                    for dx in range(k):
+                        row = y * layer.stride + dy - layer.padding
+                        col = xx * layer.stride + dx - layer.padding
+                        if 0 <= row < height and 0 <= col < width:  # outside: zero padding
+                            total += w[o, c, dy, dx] * int(x[c, row, col])
+        if self.bias is not None:
+            total += self.bias[n[0]]
+        return total
+
+
+def max_pool(spikes: np.ndarray, size: int) -> np.ndarray:
+    """Max pooling of ``[C, H, W]`` spikes over ``size x size`` windows (stride ``size``,
+    incomplete windows at the border dropped)."""
+    channels, height, width = spikes.shape
+    out = np.zeros((channels, height // size, width // size), dtype=np.int64)
+    for c, y, x in np.ndindex(*out.shape):
+        out[c, y, x] = max(int(spikes[c, y * size + dy, x * size + dx])
+                           for dy in range(size) for dx in range(size))
+    return out
+
+
+# ------------------------------------------------------------------ the run
+
+
+def encode_input(deployment: Deployment, x: np.ndarray) -> np.ndarray:
+    """Input codes: ``clamp(round(x / input_step), input range)`` with the division in float32."""
+    step = f32(deployment.layers[0].input_step)
+    lo, hi = int_range(deployment.input_bits)
+    codes = np.zeros(x.shape, dtype=np.int64)
+    for index in np.ndindex(*x.shape):
+        codes[index] = min(max(round_half_even(f32(x[index]) / step), lo), hi)
+    return codes
+
+
+def reference_run(deployment: Deployment, x: Any, chips: ChipInstances | None = None,
+                  chip_position: int = 0, batch: int = 0, noise: bool = True) -> dict[str, Any]:
+    """Run ``deployment`` on ONE chip, neuron by neuron.
+
+    ``x`` is ``[batch, *input_shape]`` in [0, 1], the same input every step. The chip is
+    position ``chip_position`` of ``chips`` (its static variation, faults and dynamic noise), or
+    the nominal chip when ``chips`` is None. ``batch`` keys the dynamic noise; ``noise=False``
+    turns it off.
+
+    Returns ``{"logits": [per sample: float32 array of classes], "spikes": {layer name: int
+    array [T, batch, *neurons]}, "saturations": {layer name: int}}`` (saturations: states that
+    left their bit width, membrane and synapse, counted as the engine does).
+    """
+    profile, num = deployment.profile, deployment.profile.numerics
+    steps = deployment.timesteps
+    x = _as_numpy(x)
+    samples = x.shape[0]
+    source = DynamicNoise(profile, chips.seed, chips.indices) if chips is not None and noise else None
+
+    codes = encode_input(deployment, x)
+    inputs = [codes] * steps  # static input: the same codes at every step, [T][batch, *in]
+    spikes_out: dict[str, np.ndarray] = {}
+    saturations: dict[str, int] = {}
+
+    for layer in deployment.layers[:-1]:
+        chip = _ChipLayer(layer, deployment, chips, chip_position)
+        shape = tuple(layer.output_shape)
+        v = {(b, n): chip.v_init[n] for b in range(samples) for n in chip.neurons}
+        i_syn = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+        rest = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+        spikes = np.zeros((steps, samples, *shape), dtype=np.int64)
+        events = 0
+        outputs = []
+        for t in range(steps):
+            thermal = _draw(source, "thermal", layer, t, samples, batch, chip_position)
+            jitter = _draw(source, "v_threshold", layer, t, samples, batch, chip_position)
+            if jitter is not None and source.spec("v_threshold").relative:
+                jitter = jitter * f32(abs(profile.neuron.v_threshold))
+            for b in range(samples):
+                for n in chip.neurons:
+                    unit = chip.unit[n]
+                    current = chip.current(inputs[t][b], n)
+                    if layer.synapse_decay is not None:  # current-based synapse
+                        raw = chip.synapse_decay[n](i_syn[b, n]) + current
+                        events += out_of_range(raw, num.synapse_bits)
+                        i_syn[b, n] = fit(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
+                        current = i_syn[b, n]
+                    raw = chip.decay[n](v[b, n]) + current
+                    if thermal is not None:
+                        raw += round_half_even(thermal[(b, *n)] / unit)
+                    events += out_of_range(raw, num.membrane_bits)
+                    u = fit(raw, num.membrane_bits, num.overflow)
+                    theta = chip.theta[n]
+                    if jitter is not None:
+                        theta += round_half_even(jitter[(b, *n)] / unit)
+                    s = 1 if u >= theta else 0
+                    if rest[b, n] > 0:  # refractory: no spike, the state is held
+                        s = 0
+                        u = v[b, n]
+                    if chip.dead[n]:
+                        s = 0
+                    if layer.reset == "hard":
+                        v[b, n] = chip.v_reset[n] if s else u
+                    else:
+                        v[b, n] = u - theta * s
+                    rest[b, n] = layer.refractory if s else max(rest[b, n] - 1, 0)
+                    spikes[(t, b, *n)] = s
+            out = spikes[t]
+            if layer.pool:
+                out = np.stack([max_pool(out[b], layer.pool) for b in range(samples)])
+            outputs.append(out)
+        spikes_out[layer.name] = spikes
+        saturations[layer.name] = events
+        inputs = outputs
+
+    readout = deployment.layers[-1]
+    chip = _ChipLayer(readout, deployment, chips, chip_position)
+    logits = []
+    events = 0
+    for b in range(samples):
+        values = []
+        for n in chip.neurons:
+            u = total = 0
+            for t in range(steps):
+                raw = chip.decay[n](u) + chip.current(inputs[t][b], n)
+                events += out_of_range(raw, num.membrane_bits)
+                u = fit(raw, num.membrane_bits, num.overflow)
+                total += u
+            values.append(f32(total) / f32(steps) * chip.unit[n])
+        logits.append(np.array(values, dtype=np.float32))
+    saturations[readout.name] = events
+    return {"logits": logits, "spikes": spikes_out, "saturations": saturations}
+
+
+def _draw(source: DynamicNoise | None, kind: str, layer: LayerDeployment, step: int, samples: int,
+          batch: int, position: int) -> np.ndarray | None:
+    """This step's ``sigma * z`` draws ``[batch, *neurons]`` (float32) of noise ``kind`` for the
+    chip at ``position``, or None without such noise."""
+    if source is None:
+        return None
+    drawn = source.draw(kind, layer.name, step, (samples, *layer.output_shape), batch)
+    return None if drawn is None else drawn[position].numpy().astype(np.float32)

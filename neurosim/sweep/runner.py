@@ -1,0 +1,363 @@
+"""Robustness sweeps: points of a noise grid x Monte-Carlo chip instances (DESIGN.md §6).
+
+:func:`run_sweep` evaluates a training run (with the fake-quant training forward) or a deployment
+artifact (on the integer engine) at every point of the grid on chips ``0 .. instances - 1``
+drawn with the sweep's seed, so instance ``k`` at a point is the same chip on every run, with its
+pattern scaled by the point. Results stream to ``OUT/results.csv`` (one row per point x
+instance, appended and fsynced chunk by chunk); a killed sweep continues with ``resume=True``
+and ends with exactly the rows of an uninterrupted one. ``OUT/summary.csv`` (mean, std, min and
+5/50/95 percentiles per point), ``OUT/sweep.yaml`` (all that is needed to re-run it) and
+``OUT/plot.png`` complete it.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the work is sharded over processes (torch.distributed,
+gloo on CPU): each round every rank evaluates one chunk of instances, rank 0 gathers the rows and
+writes them in the order a single process would.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurosim import __version__
+from neurosim.device import DynamicNoise, load_profile, sample_chips
+from neurosim.device.profile import DeviceProfile
+from neurosim.engine.engine import count_synaptic_ops, estimate_energy
+from neurosim.engine.evaluate import evaluate_deployment
+from neurosim.errors import ConfigError, NeurosimError
+from neurosim.files import write_text, write_yaml
+from neurosim.sweep.grid import Point, make_points, profile_at
+
+METRICS = ("accuracy", "spikes_per_sample", "synops_per_sample", "energy_pj_per_sample", "saturations_per_sample")
+STATISTICS = ("mean", "std", "min", "p5", "p50", "p95")
+RESULTS, SUMMARY, SPEC, PLOT = "results.csv", "summary.csv", "sweep.yaml", "plot.png"
+
+
+@dataclass
+class SweepSpec:
+    """What a sweep evaluates; saved as ``sweep.yaml``."""
+
+    source: str
+    scales: list[float] | None = None
+    vary: list[list[Any]] = field(default_factory=list)
+    profile: str | None = None
+    instances: int = 16
+    seed: int = 0
+    batch_size: int = 64
+    dataset: str | None = None
+    data_root: str | None = None
+    chunk: int = 8
+    label: str | None = None
+
+    def points(self) -> list[Point]:
+        """The grid's points in order."""
+        return make_points(self.scales, [(k, list(v)) for k, v in self.vary])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for sweep.yaml."""
+        return dataclasses.asdict(self)
+
+
+def source_kind(source: str | Path) -> str:
+    """``artifact`` (a folder with manifest.yaml) or ``run`` (a folder with checkpoint.pt)."""
+    path = Path(source)
+    if (path / "manifest.yaml").is_file():
+        return "artifact"
+    if (path / "checkpoint.pt").is_file():
+        return "run"
+    raise NeurosimError(f"{path}: neither a training run (checkpoint.pt) nor a deployment artifact (manifest.yaml)")
+
+
+class _Evaluator:
+    """Evaluates chips of a profile point on the test split of the source's dataset."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        from neurosim.train.datasets import load_dataset
+
+        self.kind = source_kind(spec.source)
+        self.spec = spec
+        if self.kind == "artifact":
+            from neurosim.export import load_deployment
+            self.deployment = load_deployment(spec.source)
+            training = self.deployment.metadata.get("training", {})
+            base = self.deployment.profile
+            self.layers = {layer.name: (int(np.prod(layer.output_shape)), layer.readout) for layer in self.deployment.layers}
+            self.timesteps = self.deployment.timesteps
+            dataset_name, root = training.get("dataset", "digits"), training.get("data_root")
+        else:
+            from neurosim.train.trainer import load_run
+            self.model, config, _ = load_run(spec.source)
+            base = load_profile(config.profile)
+            shapes = self.model.layer_shapes()
+            self.layers = {name: (int(np.prod(s.neurons)), name == "readout") for name, s in shapes.items()}
+            self.timesteps = self.model.timesteps
+            dataset_name, root = config.dataset, config.data_root
+        self.base = load_profile(spec.profile) if spec.profile else base
+        self.split = load_dataset(spec.dataset or dataset_name, spec.data_root or root).test
+
+    def spiking_layers(self) -> list[str]:
+        return [name for name, (_, readout) in self.layers.items() if not readout]
+
+    def profile_at(self, point: Point) -> DeviceProfile:
+        """The profile of a point; an artifact's number formats and neuron model cannot vary."""
+        profile = profile_at(self.base, point)
+        if self.kind == "artifact":
+            dep = self.deployment
+            if profile.numerics != dep.profile.numerics or profile.neuron != dep.profile.neuron:
+                raise ConfigError(f"point {point}: an artifact's number formats and neuron model are fixed at "
+                                  "export; sweep variation, noise or faults keys, or sweep the training run")
+        elif not profile.numerics.is_float and self.kind == "run":
+            from neurosim.train.noise import ChipContext
+            ChipContext(profile)  # refuses what the training forward cannot simulate
+        return profile
+
+    def rows(self, point: Point, instances: list[int]) -> list[dict[str, float]]:
+        profile = self.profile_at(point)
+        return self._artifact_rows(profile, instances) if self.kind == "artifact" else self._run_rows(profile, instances)
+
+    def _artifact_rows(self, profile: DeviceProfile, instances: list[int]) -> list[dict[str, float]]:
+        deployment = dataclasses.replace(self.deployment, profile=profile)
+        report = evaluate_deployment(deployment, self.split, chips=len(instances), seed=self.spec.seed,
+                                     batch_size=self.spec.batch_size, progress=False, first_chip=instances[0])
+        rows = []
+        for j, k in enumerate(instances):
+            counts = {name: {what: values[j] for what, values in c.items()} for name, c in report.layer_counts.items()}
+            energy = None if report.energy_pj_per_sample is None else report.energy_pj_per_sample[j]
+            rows.append(self._row(k, report.accuracies[j], counts, energy))
+        return rows
+
+    @torch.no_grad()
+    def _run_rows(self, profile: DeviceProfile, instances: list[int]) -> list[dict[str, float]]:
+        from neurosim.train.noise import ChipContext
+
+        model, split, size = self.model, self.split, self.spec.batch_size
+        shapes = model.layer_shapes()
+        for block in model.blocks:
+            block.record = True
+        model.readout.record = True
+        rows = []
+        try:
+            for k in instances:
+                chip = sample_chips(profile, shapes, n=1, seed=self.spec.seed, start=k)
+                noise = DynamicNoise(profile, self.spec.seed, chip.indices)
+                correct = 0
+                counts = {name: {"spikes": 0.0, "synaptic_ops": 0.0, "neuron_updates": 0.0, "saturations": 0.0}
+                          for name in self.layers}
+                for b, start in enumerate(range(0, len(split), size)):
+                    x, y = split.inputs[start:start + size], split.targets[start:start + size]
+                    ctx = ChipContext(profile, chip, noise, batch=b, count_events=True)
+                    logits = model(x, ctx)
+                    correct += int((logits.argmax(1) == y).sum())
+                    self._count_forward(counts, ctx, len(y))
+                n = len(split)
+                per_sample = {name: {what: v / n for what, v in c.items()} for name, c in counts.items()}
+                energy = estimate_energy(profile.energy, *(torch.tensor(sum(c[w] for c in per_sample.values()))
+                                                           for w in ("spikes", "synaptic_ops", "neuron_updates")))
+                rows.append(self._row(k, correct / n, per_sample, None if energy is None else float(energy)))
+        finally:
+            for block in model.blocks:
+                block.record = False
+            model.readout.record = False
+        return rows
+
+    def _count_forward(self, counts: dict[str, dict[str, float]], ctx, batch: int) -> None:
+        model = self.model
+        for block, spikes in zip(model.blocks, model.last_spike_counts):
+            c = counts[block.name]
+            c["spikes"] += float(spikes.sum())
+            synapse = block.synapse
+            kind = "conv2d" if isinstance(synapse, torch.nn.Conv2d) else "linear"
+            stride = synapse.stride[0] if kind == "conv2d" else 1
+            padding = synapse.padding[0] if kind == "conv2d" else 0
+            c["synaptic_ops"] += float(count_synaptic_ops(block.recorded_input, kind, tuple(synapse.weight.shape),
+                                                          stride, padding).sum())
+            c["neuron_updates"] += float(self.layers[block.name][0] * batch * model.timesteps)
+        read = counts["readout"]
+        read["synaptic_ops"] += float(count_synaptic_ops(model.readout.recorded_input, "linear",
+                                                         tuple(model.readout.synapse.weight.shape)).sum())
+        read["neuron_updates"] += float(self.layers["readout"][0] * batch * model.timesteps)
+        for name, events in ctx.events.items():
+            counts[name]["saturations"] += float(events)
+
+    def _row(self, k: int, accuracy: float, counts: dict[str, dict[str, float]], energy: float | None) -> dict[str, float]:
+        row = {"instance": k, "accuracy": accuracy,
+               "spikes_per_sample": sum(c["spikes"] for c in counts.values()),
+               "synops_per_sample": sum(c["synaptic_ops"] for c in counts.values()),
+               "energy_pj_per_sample": math.nan if energy is None else energy,
+               "saturations_per_sample": sum(c["saturations"] for c in counts.values())}
+        for name in self.spiking_layers():
+            row[f"spikes_{name}"] = counts[name]["spikes"]
+        return row
+
+
+# ------------------------------------------------------------------ files
+
+def _columns(setting_keys: list[str], layers: list[str]) -> list[str]:
+    return ["point", "instance", *setting_keys, *METRICS, *[f"spikes_{name}" for name in layers]]
+
+
+def _read_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """Rows already in results.csv; a trailing partial line (a kill mid-write) is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with open(path, "r+b") as handle:
+            handle.truncate(len(data))
+    lines = data.decode("utf-8").splitlines()
+    if not lines:
+        return []
+    header = next(csv.reader([lines[0]]))
+    if header != columns:
+        raise NeurosimError(f"{path}: columns {header} are not this sweep's; use another --out")
+    return [dict(zip(columns, row)) for row in csv.reader(lines[1:]) if row]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _summary(rows: list[dict[str, str]], points: list[Point], setting_keys: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for i, point in enumerate(points):
+        mine = [r for r in rows if int(r["point"]) == i]
+        entry: dict[str, Any] = {"point": i, **point, "instances": len(mine)}
+        for metric in METRICS:
+            values = np.array([float(r[metric]) for r in mine], dtype=np.float64)
+            if len(values) == 0 or np.isnan(values).all():
+                stats = [math.nan] * len(STATISTICS)
+            else:
+                stats = [values.mean(), values.std(), values.min(), *np.percentile(values, [5, 50, 95])]
+            entry.update({f"{metric}_{name}": float(v) for name, v in zip(STATISTICS, stats)})
+        for key in rows[0] if rows else []:
+            if key.startswith("spikes_block"):
+                entry[f"{key}_mean"] = float(np.mean([float(r[key]) for r in mine])) if mine else math.nan
+        out.append(entry)
+    return out
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    import io
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ the sweep
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: bool | None = None) -> list[dict[str, Any]]:
+    """Run (or continue) a sweep into ``out``; returns the summary rows (rank 0; others get [])."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    rank, world = _distributed()
+    points = spec.points()
+    if spec.instances < 1 or spec.chunk < 1 or spec.batch_size < 1:
+        raise ConfigError("--instances, --chunk and --batch-size must be at least 1")
+    evaluator = _Evaluator(spec)
+    for point in points:  # every point must be valid before anything is written
+        evaluator.profile_at(point)
+    setting_keys = list(points[0])
+    layers = evaluator.spiking_layers()
+    columns = _columns(setting_keys, layers)
+    results = out / RESULTS
+    if rank == 0:
+        _prepare(out, spec, resume, columns, {"layers": {name: n for name, (n, readout) in evaluator.layers.items()
+                                                        if not readout},
+                                             "timesteps": evaluator.timesteps, "kind": evaluator.kind,
+                                             "profile_name": evaluator.base.name})
+    _barrier(world)
+    done = {(int(r["point"]), int(r["instance"])) for r in _read_rows(results, columns)}
+    items = []
+    for i, point in enumerate(points):
+        todo = [k for k in range(spec.instances) if (i, k) not in done]
+        items += [(i, todo[j:j + spec.chunk]) for j in range(0, len(todo), spec.chunk)]
+    bar = tqdm(total=len(items), desc="sweep", disable=(rank != 0) or (None if progress is None else not progress))
+    for r in range(0, len(items), world):
+        mine = items[r + rank] if r + rank < len(items) else None
+        rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
+                                        for row in evaluator.rows(points[mine[0]], mine[1])]
+        gathered = _gather(rows, world)
+        if rank == 0:
+            with open(results, "a", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                for part in gathered:
+                    for row in part:
+                        writer.writerow([_format(row[c]) for c in columns])
+                handle.flush()
+                os.fsync(handle.fileno())
+            bar.update(min(world, len(items) - r))
+    bar.close()
+    summary: list[dict[str, Any]] = []
+    if rank == 0:
+        rows = _read_rows(results, columns)
+        summary = _summary(rows, points, setting_keys)
+        write_text(out / SUMMARY, _csv_text(summary))
+        from neurosim.sweep.plot import plot_sweeps
+        plot_sweeps([out], out / PLOT)
+    _barrier(world)
+    return summary
+
+
+def _prepare(out: Path, spec: SweepSpec, resume: bool, columns: list[str], facts: dict[str, Any]) -> None:
+    spec_path = out / SPEC
+    saved = {**spec.to_dict(), "neurosim_version": __version__, "columns": columns, **facts}
+    if resume:
+        if not spec_path.is_file():
+            raise NeurosimError(f"{out}: no sweep to resume ({SPEC} is missing)")
+        from neurosim.device.loading import read_yaml
+        previous = read_yaml(spec_path, NeurosimError)
+        if {k: v for k, v in previous.items() if k != "neurosim_version"} != \
+                {k: v for k, v in saved.items() if k != "neurosim_version"}:
+            raise NeurosimError(f"{spec_path}: this sweep was started with other options; resume it with "
+                                "the same ones (see that file)")
+        return
+    if spec_path.exists() or (out / RESULTS).exists():
+        raise NeurosimError(f"{out}: a sweep is already there; --resume continues it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
+    write_yaml(spec_path, saved)
+    write_text(out / RESULTS, ",".join(columns) + "\n")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def _gather(rows: list[dict[str, Any]], world: int) -> list[list[dict[str, Any]]]:
+    if world == 1:
+        return [rows]
+    import torch.distributed as dist
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, rows)
+    return gathered
