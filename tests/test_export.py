@@ -146,6 +146,49 @@ def test_synaptic_sums_use_exact_arithmetic_for_their_bound():
         assert got.tolist() == exact.tolist()
 
 
+@settings(max_examples=40, deadline=None)
+@given(fan_in=st.integers(1, 300), bits=st.integers(2, 32), input_bits=st.integers(2, 16), seed=st.integers(0, 99),
+       first=st.booleans(), conv=st.booleans())
+def test_exact_sums_property(fan_in, bits, input_bits, seed, first, conv):
+    """Whatever the bound, the engine's synaptic sums equal Python's big-integer sums."""
+    profile = DeviceProfile.model_validate({
+        "name": "p", "description": "p", "neuron": {"decay": 0.5},
+        "numerics": {"weight_bits": bits, "membrane_bits": 32, "input_bits": input_bits,
+                     "decay": {"kind": "multiply", "bits": 12}}})
+    rng = np.random.default_rng(seed)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if conv:
+        channels = max(1, fan_in // 9)
+        weight = rng.integers(lo, hi, size=(2, channels, 3, 3), endpoint=True)
+        layers = [{"weight": weight, "threshold": 1, "padding": 1}, {"weight": rng.integers(-2, 2, size=(2, 2 * 16))}]
+        input_shape = (channels, 4, 4)
+    else:
+        weight = rng.integers(lo, hi, size=(3, fan_in), endpoint=True)
+        layers = [{"weight": weight, "threshold": 1}, {"weight": rng.integers(-2, 2, size=(2, 3))}]
+        input_shape = (fan_in,)
+    deployment = Deployment.from_integers(profile, layers, 1, input_shape)
+    if not first:
+        deployment.layers[0].input_step = 1.0  # as a hidden layer: spike inputs
+    engine = IntegerEngine(deployment)
+    x = torch.rand(3, *input_shape, generator=torch.Generator().manual_seed(seed))
+    codes = engine.encode(x) if first else (x > 0.5).to(torch.int64)
+    got = engine.layers[0].currents(codes.unsqueeze(0))[0]
+    if conv:
+        padded = np.pad(codes.numpy().astype(object), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        expect = np.zeros((3, 2, 4, 4), dtype=object)
+        for n in range(3):
+            for o in range(2):
+                for i in range(4):
+                    for j in range(4):
+                        expect[n, o, i, j] = (padded[n, :, i:i + 3, j:j + 3] * weight[o].astype(object)).sum()
+    else:
+        expect = codes.numpy().astype(object) @ weight.T.astype(object)
+    assert got.tolist() == expect.tolist()
+    bound = deployment.layers[0].sum_bound(deployment.input_bits)
+    assert engine.sum_dtypes["block0"] == (torch.float32 if bound < 2 ** 24 else
+                                           torch.float64 if bound < 2 ** 53 else torch.int64)
+
+
 def test_float_blas_bound_is_checked_not_assumed():
     profile = load_profile("hardreset-noisy")
     small = Deployment.from_integers(profile, [{"weight": np.ones((4, 16), dtype=np.int64), "threshold": 100},

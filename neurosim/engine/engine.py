@@ -91,8 +91,7 @@ class _Layer:
             weight = torch.where(var.stuck, stuck_codes, weight.unsqueeze(0).expand(n_chips, *weight.shape))
         self.weight = weight
         self.bias = None if layer.bias is None else layer.bias.to(torch.int64)
-        max_x = fp.int_range(deployment.input_bits)[1] if layer.input_step != 1.0 else 1
-        bound = layer.fan_in * int(weight.abs().max()) * max_x + (0 if self.bias is None else int(self.bias.abs().max()))
+        bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
         self.bound = bound
         self.sum_dtype = (torch.float32 if bound < FLOAT32_EXACT else
                           torch.float64 if bound < FLOAT64_EXACT else torch.int64)

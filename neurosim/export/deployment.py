@@ -73,8 +73,37 @@ class LayerDeployment:
         """Synapses into one neuron."""
         return int(math.prod(self.weight.shape[1:]))
 
-    def to_manifest(self) -> dict[str, Any]:
-        """The layer's entry of ``manifest.yaml`` (tensors are referred to by key)."""
+    def sum_bound(self, input_bits: int, max_weight: int | None = None) -> int:
+        """Largest magnitude a synaptic sum (plus bias) can reach: fan_in * max|w| * max|x| + max|b|
+        (``max_weight`` overrides max|w|, e.g. for stuck weights). Below 2^24 float32 BLAS is
+        exact, below 2^53 float64."""
+        max_x = (1 << (input_bits - 1)) - 1 if self.input_step != 1.0 else 1
+        bias = 0 if self.bias is None else int(self.bias.abs().max())
+        weight = int(self.weight.abs().max()) if max_weight is None else max_weight
+        return self.fan_in * weight * max_x + bias
+
+    def to_manifest(self, numerics=None, input_bits: int = 8) -> dict[str, Any]:
+        """The layer's entry of ``manifest.yaml`` (tensors are referred to by key). With the
+        profile's ``numerics`` it also lists the nominal integer codes (for readers and other
+        tools; the engine derives each chip's codes from the float values)."""
+        entry = self._entry()
+        if numerics is not None:
+            entry["sum_bound"] = self.sum_bound(input_bits)
+            if not self.readout:
+                from neurosim.device import quantization as quant
+                theta = quant.threshold_codes(torch.tensor(self.threshold), self.unit, numerics)
+                reset = quant.reset_codes(torch.tensor(self.v_reset), self.unit, numerics)
+                v_init = torch.round(torch.tensor(self.v_init, dtype=torch.float32) / self.unit)
+                entry["integer"] = {
+                    "threshold": theta.to(torch.int64).flatten().tolist(),
+                    "v_reset": reset.to(torch.int64).flatten().tolist(),
+                    "v_init": v_init.to(torch.int64).flatten().tolist(),
+                    "decay_factor": int(quant.decay_factor(self.beta, numerics.decay)),
+                    "synapse_decay_factor": None if self.synapse_decay is None else
+                    int(quant.decay_factor(self.synapse_decay, numerics.synapse_decay))}
+        return entry
+
+    def _entry(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "readout": self.readout,
             "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
@@ -168,7 +197,7 @@ class Deployment:
             "timesteps": self.timesteps, "input_shape": list(self.input_shape),
             "num_classes": self.num_classes, "input_bits": self.input_bits,
             "tensors": {"file": TENSORS, "sha256": tensors_sha256},
-            "layers": [layer.to_manifest() for layer in self.layers],
+            "layers": [layer.to_manifest(self.profile.numerics, self.input_bits) for layer in self.layers],
             "metadata": self.metadata,
         }
 
