@@ -40,9 +40,22 @@ def int_range(bits: int) -> tuple[int, int]:
 
 
 def saturate(x: Tensor, bits: int) -> Tensor:
-    """Clamp ``x`` to the signed ``bits``-bit range."""
+    """Clamp ``x`` to the signed ``bits``-bit range (for a float ``x``, to the nearest values
+    inside the range that its dtype represents: float32 rounds 2^25 - 1 up to 2^25)."""
     lo, hi = int_range(bits)
+    if x.is_floating_point():
+        lo, hi = representable_range(lo, hi, x.dtype)
     return x.clamp(lo, hi)
+
+
+def representable_range(lo: int, hi: int, dtype: torch.dtype) -> tuple[float, float]:
+    """The widest ``[lo', hi']`` inside ``[lo, hi]`` whose ends ``dtype`` holds exactly."""
+    top, bottom = torch.tensor(hi, dtype=dtype), torch.tensor(lo, dtype=dtype)
+    if top.item() > hi:
+        top = torch.nextafter(top, torch.tensor(0, dtype=dtype))
+    if bottom.item() < lo:
+        bottom = torch.nextafter(bottom, torch.tensor(0, dtype=dtype))
+    return bottom.item(), top.item()
 
 
 def wrap(x: Tensor, bits: int) -> Tensor:
@@ -190,5 +203,5 @@ def _check_bits(bits: int) -> None:
 __all__ = [
     "apply_decay", "decay_by_multiply", "decay_by_shift", "decay_multiplier", "decay_shift_for",
     "dequantize", "exact_float_bound", "fit_to_bits", "int_range", "out_of_range", "quantization_scale",
-    "quantize", "round_to_int", "saturate", "shift_right", "wrap",
+    "quantize", "representable_range", "round_to_int", "saturate", "shift_right", "wrap",
 ]

@@ -24,6 +24,14 @@ DEFAULT_INPUT_BITS = 8
 STATE_HEADROOM_BITS = 3
 
 
+def code_dtype(numerics: NumericsSpec) -> torch.dtype:
+    """The float dtype in which a chip's integer codes (thresholds, resets, initial states) are
+    computed from float values: float32, as the training forward does, while every state format
+    fits float32's 24-bit significand; float64 for wider formats, whose codes float32 cannot hold."""
+    widest = max(numerics.membrane_bits or 0, numerics.threshold_bits or 0, numerics.synapse_bits or 0)
+    return torch.float64 if widest > 24 else torch.float32
+
+
 def input_step(numerics: NumericsSpec) -> float:
     """Step of the first layer's input codes: ``1 / (2^(input_bits-1) - 1)``."""
     return 1.0 / fp.int_range(numerics.input_bits or DEFAULT_INPUT_BITS)[1]
@@ -66,14 +74,13 @@ def state_unit(w_step: Tensor, in_step: float, weight_dim: int) -> Tensor:
 def threshold_codes(theta: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
     """Thresholds in state units: ``round(theta / unit)`` (half to even), kept in
     ``[1, max of threshold_bits]``."""
-    hi = fp.int_range(numerics.threshold_bits or numerics.membrane_bits)[1]
-    return torch.round(theta / unit).clamp(1, hi)
+    codes = torch.round(theta / unit)
+    return fp.saturate(codes, numerics.threshold_bits or numerics.membrane_bits).clamp(min=1)
 
 
 def reset_codes(v_reset: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
     """Reset potentials in state units, saturated to ``membrane_bits``."""
-    lo, hi = fp.int_range(numerics.membrane_bits)
-    return torch.round(v_reset / unit).clamp(lo, hi)
+    return fp.saturate(torch.round(v_reset / unit), numerics.membrane_bits)
 
 
 def decay_factor(beta: Tensor | float, fmt: DecayFormat) -> Tensor:

@@ -92,6 +92,8 @@ class _Layer:
         self.weight = weight
         self.bias = None if layer.bias is None else layer.bias.to(torch.int64)
         bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
+        if bound >= 1 << 63:
+            raise NeurosimError(f"{layer.name}: synaptic sums can reach {bound}, beyond 64-bit integers")
         self.bound = bound
         self.sum_dtype = (torch.float32 if bound < FLOAT32_EXACT else
                           torch.float64 if bound < FLOAT64_EXACT else torch.int64)
@@ -99,20 +101,25 @@ class _Layer:
             self.beta = torch.tensor(layer.beta, dtype=torch.float32)
             return
 
+        # Per-chip codes follow the training forward's float32 arithmetic where that forward is
+        # exact (states below 2^24); wider formats compute them in float64 so codes stay exact.
+        dtype = quant.code_dtype(num)
+        self.unit = layer.unit.to(dtype)
+
         def per_chip(quantity: str, nominal: float, clamp: bool = False) -> Tensor:
-            value = torch.tensor(nominal, dtype=torch.float32)
+            value = torch.tensor(nominal, dtype=dtype)
             if clamp:
                 value = value.clamp(0, 1)
             perturbation: Perturbation | None = None if var is None else getattr(var, quantity)
             if perturbation is None or perturbation.z is None:
                 return value
-            return perturbation.apply(value).unsqueeze(1)  # [chips, 1, *neurons]: broadcast over batch
+            return perturbation.apply(value).to(dtype).unsqueeze(1)  # [chips, 1, *neurons]: over batch
 
         self.threshold = quant.threshold_codes(per_chip("v_threshold", layer.threshold), self.unit, num)
         self.v_reset = quant.reset_codes(per_chip("v_reset", layer.v_reset), self.unit, num)
         self.beta = per_chip("decay", layer.beta, clamp=True)
         self.alpha = None if layer.synapse_decay is None else per_chip("synapse_decay", layer.synapse_decay)
-        self.v_init = torch.round(torch.tensor(layer.v_init, dtype=torch.float32) / self.unit)
+        self.v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
         self.dead = None if var is None or var.dead is None else var.dead
 
     # ------------------------------------------------------------------ synapses
@@ -206,7 +213,10 @@ class IntegerEngine:
     def encode(self, x: Tensor) -> Tensor:
         """Input codes of the first layer: ``round(x / input_step)`` saturated to input_bits."""
         first = self.deployment.layers[0]
-        return fp.quantize(x, first.input_step, self.deployment.input_bits)
+        bits = self.deployment.input_bits
+        if bits > 24:  # float32 cannot hold such codes exactly
+            x = x.to(torch.float64)
+        return fp.quantize(x, first.input_step, bits)
 
     @torch.no_grad()
     def run(self, x: Tensor, batch: int = 0, record: bool = False) -> EngineResult:

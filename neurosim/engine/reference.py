@@ -15,6 +15,11 @@ Conventions, as in the engine:
 * Rounding of a float to an integer is half to even (Python's :func:`round`).
 * Float quantities (thresholds, resets, decays, units, noise) are computed in float32, as the
   engine's torch tensors are (``numpy.float32`` scalars round every operation to float32).
+  Wide formats are the exception, as in the engine: when a state or threshold format is wider
+  than 24 bits (float32 cannot hold all its codes), a layer's nominal threshold, reset, decays
+  and initial state and its unit are float64 (a chip's deviation ``sigma * z`` is still applied
+  in float32, the dtype of the draws, and the result widened); input codes wider than 24 bits
+  are computed in float64. Noise codes and the logits stay float32.
 * The only thing taken from the library is the seeded randomness: the chip's static draws
   (``chips.layers[name]``) and the dynamic noise stream (:class:`~neurosim.device.DynamicNoise`).
 """
@@ -120,29 +125,36 @@ class Decay:
 # ------------------------------------------------------------------ float32 helpers
 
 
-def perturb(nominal: np.float32, perturbation: Any, position: int, neuron: tuple[int, ...]) -> np.float32:
-    """A chip's value of a nominal float32 quantity for one neuron:
-    ``nominal * (1 + sigma z)`` (relative) or ``nominal + sigma z`` (absolute), then clamped to
-    the perturbation's bounds. No draw (``z`` is None): the nominal value."""
+def perturb(nominal: np.floating, perturbation: Any, position: int, neuron: tuple[int, ...]) -> np.floating:
+    """A chip's value of a nominal quantity for one neuron: ``nominal * (1 + sigma z)``
+    (relative) or ``nominal + sigma z`` (absolute), in float32 (the draws' dtype), then clamped
+    to the perturbation's bounds and returned in the nominal's dtype. No draw (``z`` is None):
+    the nominal value itself."""
     if perturbation is None or perturbation.z is None:
         return nominal
     z = f32(perturbation.z[position][neuron].item())
     sigma_z = f32(perturbation.sigma) * z
-    value = nominal * (f32(1) + sigma_z) if perturbation.relative else nominal + sigma_z
+    value = f32(nominal)
+    value = value * (f32(1) + sigma_z) if perturbation.relative else value + sigma_z
     lo, hi = perturbation.bounds
     if lo is not None:
         value = max(value, f32(lo))
     if hi is not None:
         value = min(value, f32(hi))
-    return f32(value)
+    return type(nominal)(value)
 
 
 def unit_of(layer: LayerDeployment, neuron: tuple[int, ...]) -> np.float32:
-    """The state unit of a neuron: the layer's scalar unit or its output channel's."""
+    """The state unit of a neuron (float32): the layer's scalar unit or its output channel's."""
     unit = layer.unit.detach().cpu().numpy().astype(np.float32)
     if unit.ndim == 0:
         return f32(unit)
     return f32(unit.reshape(-1)[neuron[0]])
+
+
+def is_wide(numerics: Any) -> bool:
+    """True when a state or threshold format is wider than float32's 24-bit significand."""
+    return max(numerics.membrane_bits, numerics.threshold_bits or 0, numerics.synapse_bits or 0) > 24
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -182,6 +194,8 @@ class _ChipLayer:
             self.decay = {n: decay for n in self.neurons}
             return
 
+        # float32, or float64 for wide formats (see the module docstring)
+        real = np.float64 if is_wide(num) else np.float32
         theta_hi = int_range(num.threshold_bits or num.membrane_bits)[1]
         v_lo, v_hi = int_range(num.membrane_bits)
         self.theta: dict[tuple[int, ...], int] = {}
@@ -191,17 +205,17 @@ class _ChipLayer:
         self.v_init: dict[tuple[int, ...], int] = {}
         self.dead: dict[tuple[int, ...], bool] = {}
         for n in self.neurons:
-            unit = self.unit[n]
-            theta = perturb(f32(layer.threshold), var and var.v_threshold, position, n)
+            unit = real(self.unit[n])
+            theta = perturb(real(layer.threshold), var and var.v_threshold, position, n)
             self.theta[n] = min(max(round_half_even(theta / unit), 1), theta_hi)
-            reset = perturb(f32(layer.v_reset), var and var.v_reset, position, n)
+            reset = perturb(real(layer.v_reset), var and var.v_reset, position, n)
             self.v_reset[n] = min(max(round_half_even(reset / unit), v_lo), v_hi)
-            beta = min(max(f32(layer.beta), f32(0)), f32(1))
+            beta = min(max(real(layer.beta), real(0)), real(1))
             self.decay[n] = Decay(perturb(beta, var and var.decay, position, n), num.decay)
             if layer.synapse_decay is not None:
-                alpha = perturb(f32(layer.synapse_decay), var and var.synapse_decay, position, n)
+                alpha = perturb(real(layer.synapse_decay), var and var.synapse_decay, position, n)
                 self.synapse_decay[n] = Decay(alpha, num.synapse_decay)
-            self.v_init[n] = round_half_even(f32(layer.v_init) / unit)
+            self.v_init[n] = round_half_even(real(layer.v_init) / unit)
             self.dead[n] = var is not None and var.dead is not None and bool(var.dead[position][n])
 
     def current(self, x: np.ndarray, n: tuple[int, ...]) -> int:
@@ -246,12 +260,14 @@ def max_pool(spikes: np.ndarray, size: int) -> np.ndarray:
 
 
 def encode_input(deployment: Deployment, x: np.ndarray) -> np.ndarray:
-    """Input codes: ``clamp(round(x / input_step), input range)`` with the division in float32."""
-    step = f32(deployment.layers[0].input_step)
+    """Input codes: ``clamp(round(x / input_step), input range)`` with the division in float32
+    (float64 for input codes wider than 24 bits)."""
+    real = np.float64 if deployment.input_bits > 24 else np.float32
+    step = real(deployment.layers[0].input_step)
     lo, hi = int_range(deployment.input_bits)
     codes = np.zeros(x.shape, dtype=np.int64)
     for index in np.ndindex(*x.shape):
-        codes[index] = min(max(round_half_even(f32(x[index]) / step), lo), hi)
+        codes[index] = min(max(round_half_even(real(x[index]) / step), lo), hi)
     return codes
 
 

@@ -203,13 +203,19 @@ def check_deployment(deployment: Deployment) -> None:
             if not math.isfinite(value):
                 raise ExportError(f"{where}: {what} is {value}")
         if not layer.readout:
-            codes = quant.threshold_codes(torch.tensor(layer.threshold), layer.unit, num)
-            raw = torch.round(torch.tensor(layer.threshold) / layer.unit)
+            dtype = quant.code_dtype(num)
+            theta, unit = torch.tensor(layer.threshold, dtype=dtype), layer.unit.to(dtype)
+            codes = quant.threshold_codes(theta, unit, num)
+            raw = torch.round(theta / unit)
             if bool((raw > codes).any()):
                 raise ExportError(f"{where}: threshold needs {int(raw.max())} units, more than threshold_bits "
                                   f"= {num.threshold_bits or num.membrane_bits} hold")
         if not 0 < layer.beta <= 1:
             raise ExportError(f"{where}: decay beta = {layer.beta} outside (0, 1]")
+        bound = layer.sum_bound(deployment.input_bits)
+        if bound >= 1 << 63:
+            raise ExportError(f"{where}: synaptic sums can reach {bound}, beyond 64-bit integers "
+                              "(fewer weight or input bits, or a smaller fan-in)")
         if layer.readout != (layer is deployment.layers[-1]):
             raise ExportError(f"{where}: only the last layer is the readout")
     _check_limits(deployment)

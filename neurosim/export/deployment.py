@@ -91,9 +91,11 @@ class LayerDeployment:
             entry["sum_bound"] = self.sum_bound(input_bits)
             if not self.readout:
                 from neurosim.device import quantization as quant
-                theta = quant.threshold_codes(torch.tensor(self.threshold), self.unit, numerics)
-                reset = quant.reset_codes(torch.tensor(self.v_reset), self.unit, numerics)
-                v_init = torch.round(torch.tensor(self.v_init, dtype=torch.float32) / self.unit)
+                dtype = quant.code_dtype(numerics)
+                unit = self.unit.to(dtype)
+                theta = quant.threshold_codes(torch.tensor(self.threshold, dtype=dtype), unit, numerics)
+                reset = quant.reset_codes(torch.tensor(self.v_reset, dtype=dtype), unit, numerics)
+                v_init = torch.round(torch.tensor(self.v_init, dtype=dtype) / unit)
                 entry["integer"] = {
                     "threshold": theta.to(torch.int64).flatten().tolist(),
                     "v_reset": reset.to(torch.int64).flatten().tolist(),
@@ -147,7 +149,8 @@ class Deployment:
 
         Each layer dict has ``weight`` (integer array), optional ``bias`` (integer codes),
         ``threshold`` (integer, state units), optional ``v_reset`` (integer), ``beta`` (float;
-        default the profile's, 1 for the integrating readout), ``synapse_decay`` (float), ``unit`` (float value of a state unit, default 1), ``kind``
+        default the profile's, 1 for the integrating readout), ``synapse_decay`` (float; default
+        the profile's, none for the readout), ``unit`` (float value of a state unit, default 1), ``kind``
         (linear | conv2d), ``stride``, ``padding``, ``pool``, ``readout`` (the last layer must be
         the readout). The first layer's ``input_step`` is the profile's.
         """
@@ -169,7 +172,7 @@ class Deployment:
                 threshold=float(spec.get("threshold", 1)) * float(unit.max()),
                 v_reset=float(spec.get("v_reset", 0)) * float(unit.max()),
                 beta=float(spec.get("beta", 1.0 if readout else profile.beta)),
-                synapse_decay=spec.get("synapse_decay"),
+                synapse_decay=spec.get("synapse_decay", None if readout else profile.neuron.synapse_decay),
                 refractory=int(spec.get("refractory", 0)), reset=spec.get("reset", profile.neuron.reset),
                 stride=int(spec.get("stride", 1)), padding=int(spec.get("padding", 0)),
                 pool=int(spec.get("pool", 0)), input_step=input_step(profile.numerics) if i == 0 else 1.0,
