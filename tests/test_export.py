@@ -418,3 +418,20 @@ def test_run_strict_fails_on_saturation(tmp_path, capsys):
     assert main(["run", str(tmp_path / "sat"), "--chips", "2", "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "saturation" in err[0] and "--strict" in err[0]
+
+
+def test_energy_estimate_from_the_profile(tmp_path):
+    base = load_profile("hardreset-noisy").to_dict()
+    base["energy"] = {"per_synaptic_op_pj": 2.0, "per_spike_pj": 10.0, "per_neuron_update_pj": 0.5}
+    base["name"] = "with-energy"
+    profile = DeviceProfile.model_validate(base)
+    layers = [{"weight": [[1], [2]], "threshold": 200}, {"weight": [[10, 0], [0, 10]], "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, timesteps=3, input_shape=(1,))
+    result = IntegerEngine(deployment).run(torch.tensor([[1.0]]))
+    # block0: input code 127 is one active input x 2 synapses per step = 6 synops; spikes 1 + 3 = 4;
+    # updates 2 neurons x 3 steps = 6. readout: spikes of block0 drive 2 synapses each = 8; updates 6.
+    expected = 2.0 * (6 + 8) + 10.0 * 4 + 0.5 * (6 + 6)
+    assert result.counts["block0"].spikes.item() == 4
+    assert result.energy_pj.item() == pytest.approx(expected)
+    assert IntegerEngine(Deployment.from_integers(load_profile("hardreset-noisy"), layers, 3, (1,))).run(
+        torch.tensor([[1.0]])).energy_pj is None
