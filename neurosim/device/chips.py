@@ -324,6 +324,15 @@ class DynamicNoise:
             out[row] = torch.randn(shape, generator=gen, dtype=dtype)
         return out * spec.sigma
 
+    def threshold_jitter(self, layer: str, step: int, shape: tuple[int, ...], batch: int = 0,
+                         dtype: torch.dtype = torch.float32) -> Tensor | None:
+        """This step's cycle-to-cycle threshold noise ``[chips, *shape]`` in float units: ``sigma z``,
+        times ``|v_threshold|`` of the profile when the spread is relative; None without it."""
+        drawn = self.draw("v_threshold", layer, step, shape, batch, dtype)
+        if drawn is not None and self.spec("v_threshold").relative:
+            drawn = drawn * abs(self.profile.neuron.v_threshold)
+        return drawn
+
     def perturb(self, kind: str, layer: str, step: int, value: Tensor, batch: int = 0) -> Tensor:
         """``value`` with this step's noise: ``value + sigma z`` or ``value (1 + sigma z)``.
         ``value`` has shape ``[chips, *shape]`` (or broadcasts to it)."""

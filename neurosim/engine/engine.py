@@ -306,12 +306,11 @@ class IntegerEngine:
     def _noise(self, kind: str, spec: LayerDeployment, step: int, shape: tuple[int, ...], batch: int) -> Tensor | None:
         if self.noise is None:
             return None
-        drawn = self.noise.draw(kind, spec.name, step, shape, batch)
-        if drawn is None:
-            return None
-        if kind == "v_threshold" and self.noise.spec(kind).relative:
-            drawn = drawn * abs(self.profile.neuron.v_threshold)
-        return torch.round(drawn / spec.unit).to(torch.int64)
+        if kind == "v_threshold":
+            drawn = self.noise.threshold_jitter(spec.name, step, shape, batch)
+        else:
+            drawn = self.noise.draw(kind, spec.name, step, shape, batch)
+        return None if drawn is None else torch.round(drawn / spec.unit).to(torch.int64)
 
     def _readout(self, layer: _Layer, signal, steps: int, counts: dict[str, LayerCounts]) -> Tensor:
         spec, num = layer.spec, self.numerics

@@ -27,7 +27,7 @@ from neurosim.device import quantization as quant
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ExportError
 from neurosim.export.deployment import Deployment, LayerDeployment
-from neurosim.nn.layers import SpikingNetwork, _fold_norm
+from neurosim.nn.layers import SpikingNetwork, fold_norm
 from neurosim.nn.neuron import LIFNode
 from neurosim.nn.surrogate import TrSG
 
@@ -111,7 +111,7 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
     for i, block in enumerate(model.blocks):
         if isinstance(block.synapse, nn.Linear):
             shape = (int(math.prod(shape)),)
-        weight, bias = (_fold_norm(block.synapse, block.norm) if block.norm is not None
+        weight, bias = (fold_norm(block.synapse, block.norm) if block.norm is not None
                         else (block.synapse.weight, block.synapse.bias))
         if gain is not None:
             weight = weight * gain

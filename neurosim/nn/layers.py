@@ -63,7 +63,7 @@ class TemporalBatchNorm(nn.BatchNorm1d):
         return super().extra_repr() + f", scale={self.scale}"
 
 
-def _fold_norm(synapse: nn.Module, norm: TemporalBatchNorm, x: Tensor | None = None,
+def fold_norm(synapse: nn.Module, norm: TemporalBatchNorm, x: Tensor | None = None,
                ) -> tuple[Tensor, Tensor]:
     """Weight and bias of ``norm(synapse(.))`` as one synapse; when training, the running
     statistics are first updated from the float currents of ``x`` (no gradient through them)."""
@@ -106,7 +106,7 @@ class SpikingBlock(nn.Module):
             y = self.norm(_apply(self.synapse, flat, self.synapse.weight, self.synapse.bias))
             unit: Tensor | float = 1.0
         else:
-            weight, bias = (_fold_norm(self.synapse, self.norm, flat) if self.norm is not None
+            weight, bias = (fold_norm(self.synapse, self.norm, flat) if self.norm is not None
                             else (self.synapse.weight, self.synapse.bias))
             if in_gain is not None:
                 weight = weight * in_gain

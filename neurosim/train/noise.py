@@ -138,12 +138,8 @@ class ChipContext:
                 return None if drawn is None else arithmetic.to_units(drawn[0], unit)
 
             def threshold_noise(step: int, state_shape: tuple[int, ...]) -> Tensor | None:
-                spec = self.noise.spec("v_threshold")
-                drawn = self.noise.draw("v_threshold", name, step, state_shape, self.batch)
-                if drawn is None:
-                    return None
-                jitter = drawn[0] * (abs(self.profile.neuron.v_threshold) if spec.relative else 1.0)
-                return arithmetic.to_units(jitter, unit)
+                jitter = self.noise.threshold_jitter(name, step, state_shape, self.batch)
+                return None if jitter is None else arithmetic.to_units(jitter[0], unit)
 
         dead = var.dead[0] if var is not None and var.dead is not None else None
         return LayerDevice(arithmetic, threshold, v_reset, vary("decay"), vary("synapse_decay"), unit,
