@@ -229,6 +229,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.chips < 1:
         raise UsageError(f"--chips must be at least 1, got {args.chips}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     deployment = load_deployment(args.artifact)
     training = deployment.metadata.get("training", {})
     dataset = load_dataset(args.dataset or training.get("dataset", "digits"),

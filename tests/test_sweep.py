@@ -190,6 +190,13 @@ def test_sweep_and_plot_commands(sources, tmp_path, capsys):
     assert main(["sweep", str(tmp_path), "--scale", "1", "--out", str(tmp_path / "bad")]) == 2
     assert "neither a training run" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "nothing"), "--out", str(tmp_path / "r.png")]) == 2
+    assert "not a finished sweep" in capsys.readouterr().err
+    for bad in (["--seed", "-3"], ["--instances", "0"], ["--batch-size", "0"]):
+        assert main(["sweep", str(artifact), "--scale", "1", "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    for bad in (["--seed", "-1"], ["--chips", "0"], ["--batch-size", "0"]):
+        assert main(["run", str(artifact), *bad]) == 2
+        assert capsys.readouterr().err.startswith("error:")
 
 
 def test_plot_overlays_labelled_sweeps(sources, tmp_path):

@@ -227,6 +227,8 @@ def test_train_command_user_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and str(tmp_path / "nope") in err[0]
     assert main(["train", "--profile", "no-such-chip"]) == 2
     assert "no-such-chip" in capsys.readouterr().err
+    assert main(["train", "--surrogate", "atan", "--surrogate-param", "beta=2", "--epochs", "1"]) == 2
+    assert "surrogate atan takes alpha; got beta" in capsys.readouterr().err
 
 
 def _write_idx(path: Path, array) -> None:

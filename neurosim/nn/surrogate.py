@@ -216,4 +216,9 @@ def make_surrogate(name: str, **params: float | str) -> Surrogate:
     ``trsg``) with its width parameter."""
     if name not in SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; expected one of {', '.join(SURROGATES)}")
+    import inspect
+    accepted = [p for p in inspect.signature(SURROGATES[name]).parameters if p != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"surrogate {name} takes {', '.join(accepted)}; got {', '.join(unknown)}")
     return SURROGATES[name](**params)

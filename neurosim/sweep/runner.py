@@ -280,6 +280,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
     points = spec.points()
     if spec.instances < 1 or spec.chunk < 1 or spec.batch_size < 1:
         raise ConfigError("--instances, --chunk and --batch-size must be at least 1")
+    if spec.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {spec.seed}")
     evaluator = _Evaluator(spec)
     for point in points:  # every point must be valid before anything is written
         evaluator.profile_at(point)
