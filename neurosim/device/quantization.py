@@ -14,6 +14,8 @@ made coarser where needed so that the nominal threshold stays at or below
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -98,10 +100,29 @@ def realised_decay(beta: Tensor | float, fmt: DecayFormat) -> Tensor:
     return torch.where(beta >= 1, torch.ones_like(realised), realised)
 
 
+@dataclass(frozen=True)
+class DecayRule:
+    """The integer decay of a layer, resolved once from its per-neuron (or scalar) ``beta``: the
+    factor of ``fmt`` and where ``beta >= 1`` keeps the state (a shift cannot express 'no decay')."""
+
+    fmt: DecayFormat
+    factor: Tensor
+    keep: Tensor | None
+
+    @staticmethod
+    def of(beta: Tensor | float, fmt: DecayFormat) -> DecayRule:
+        """The rule for ``beta`` in format ``fmt``."""
+        beta = torch.as_tensor(beta, dtype=torch.float64)
+        keep = beta >= 1
+        return DecayRule(fmt, decay_factor(beta, fmt), keep if bool(keep.any()) else None)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """One decay step of the state ``x``."""
+        decayed = fp.apply_decay(x, self.fmt, self.factor.to(x.device))
+        return decayed if self.keep is None else torch.where(self.keep.to(x.device), x, decayed)
+
+
 def decay_state(x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
-    """One integer decay step of a state ``x`` with per-neuron (or scalar) ``beta``; where
-    ``beta >= 1`` the state is kept (a shift cannot express 'no decay')."""
-    beta = torch.as_tensor(beta, dtype=torch.float64)
-    decayed = fp.apply_decay(x, fmt, decay_factor(beta, fmt).to(x.device))
-    keep = (beta >= 1).to(x.device)
-    return torch.where(keep, x, decayed) if bool(keep.any()) else decayed
+    """One integer decay step of a state ``x`` with per-neuron (or scalar) ``beta``
+    (:class:`DecayRule` resolved on the spot)."""
+    return DecayRule.of(beta, fmt)(x)

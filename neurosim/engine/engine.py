@@ -80,9 +80,7 @@ class _Layer:
                  n_chips: int) -> None:
         num = deployment.profile.numerics
         self.spec = layer
-        self.unit = layer.unit
         var = chips.layers.get(layer.name) if chips is not None else None
-        self.var = var
         weight = layer.weight.to(torch.int64)
         self.per_chip_weight = var is not None and var.stuck is not None
         if self.per_chip_weight:
@@ -94,11 +92,10 @@ class _Layer:
         bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
         if bound >= 1 << 63:
             raise NeurosimError(f"{layer.name}: synaptic sums can reach {bound}, beyond 64-bit integers")
-        self.bound = bound
         self.sum_dtype = (torch.float32 if bound < FLOAT32_EXACT else
                           torch.float64 if bound < FLOAT64_EXACT else torch.int64)
         if layer.readout:
-            self.beta = torch.tensor(layer.beta, dtype=torch.float32)
+            self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
             return
 
         # Per-chip codes follow the training forward's float32 arithmetic where that forward is
@@ -118,7 +115,9 @@ class _Layer:
         self.threshold = quant.threshold_codes(per_chip("v_threshold", layer.threshold), self.unit, num)
         self.v_reset = quant.reset_codes(per_chip("v_reset", layer.v_reset), self.unit, num)
         self.beta = per_chip("decay", layer.beta, clamp=True)
-        self.alpha = None if layer.synapse_decay is None else per_chip("synapse_decay", layer.synapse_decay)
+        self.decay = quant.DecayRule.of(self.beta, num.decay)
+        self.synapse_decay = None if layer.synapse_decay is None else \
+            quant.DecayRule.of(per_chip("synapse_decay", layer.synapse_decay), num.synapse_decay)
         self.v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
         self.dead = None if var is None or var.dead is None else var.dead
 
@@ -250,23 +249,25 @@ class IntegerEngine:
         batch_size = (signal if static else signal[0]).shape[1]
         shape = (chips, batch_size, *spec.output_shape)
         v = torch.zeros(shape, dtype=torch.int64) + layer.v_init.to(torch.int64)
-        i_syn = torch.zeros(shape, dtype=torch.int64) if layer.alpha is not None else None
+        i_syn = torch.zeros(shape, dtype=torch.int64) if layer.synapse_decay is not None else None
         refractory = torch.zeros(shape, dtype=torch.int64) if spec.refractory else None
         theta = layer.threshold.to(torch.int64)
         v_reset = layer.v_reset.to(torch.int64)
         c = LayerCounts(*(torch.zeros(chips, dtype=torch.float64) for _ in range(4)))
+        shared_ops = layer.synaptic_ops(self._inputs(signal, 0, layer)) if static else None
         outputs, recorded = [], []
         for t in range(steps):
             x = self._inputs(signal, t, layer)
             current = shared_current if static else layer.currents(x)
-            c.synaptic_ops += layer.synaptic_ops(x)  # a shared input ([1, ...]) counts for every chip
+            # a shared input ([1, ...]) counts for every chip
+            c.synaptic_ops += shared_ops if static else layer.synaptic_ops(x)
             current = current.expand(shape) if current.shape[0] != chips else current
             if i_syn is not None:
-                raw = quant.decay_state(i_syn, layer.alpha, num.synapse_decay) + current
+                raw = layer.synapse_decay(i_syn) + current
                 c.saturations += fp.out_of_range(raw, num.synapse_bits).flatten(1).sum(-1)
                 i_syn = fp.fit_to_bits(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
                 current = i_syn
-            raw = quant.decay_state(v, layer.beta, num.decay) + current
+            raw = layer.decay(v) + current
             noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch)
             if noise is not None:
                 raw = raw + noise
@@ -328,7 +329,7 @@ class IntegerEngine:
             if u is None:
                 u = torch.zeros_like(current)
                 total = torch.zeros_like(current)
-            raw = quant.decay_state(u, layer.beta, num.decay) + current
+            raw = layer.decay(u) + current
             c.saturations += fp.out_of_range(raw, num.membrane_bits).flatten(1).sum(-1)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             total = total + u
