@@ -52,8 +52,7 @@ def main() -> None:
             metrics = train(config, run_dir, dataset=dataset)
             ideal.append(metrics["test_accuracy"])
             model, _, _ = load_run(run_dir, dataset)
-            n = len(dataset.test)
-            batches = [(dataset.test.inputs[i:i + 256], dataset.test.targets[i:i + 256]) for i in range(0, n, 256)]
+            batches = dataset.test.batches(256)
             for scale in SCALES:
                 accs = chip_accuracies(model, profile.scaled(scale), batches, CHIPS, EVAL_SEED)
                 per_scale[scale].append(statistics.mean(accs))

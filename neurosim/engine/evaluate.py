@@ -75,9 +75,9 @@ def evaluate_deployment(deployment: Deployment, split, chips: int = 16, seed: in
     correct = torch.zeros(chips, dtype=torch.float64)
     totals: dict[str, LayerCounts] = {}
     energy = None
-    starts = range(0, n, batch_size)
-    for b, start in enumerate(tqdm(starts, desc="engine", leave=False, disable=None if progress is None else not progress)):
-        x, y = split.inputs[start:start + batch_size], split.targets[start:start + batch_size]
+    batches = split.batches(batch_size)
+    for b, (x, y) in enumerate(tqdm(batches, desc="engine", leave=False,
+                                    disable=None if progress is None else not progress)):
         result = engine.run(x, batch=b)
         correct += (result.predictions() == y.unsqueeze(0)).sum(-1).to(torch.float64)
         for name, counts in result.counts.items():

@@ -151,8 +151,7 @@ class _Evaluator:
                 correct = 0
                 counts = {name: {"spikes": 0.0, "synaptic_ops": 0.0, "neuron_updates": 0.0, "saturations": 0.0}
                           for name in self.layers}
-                for b, start in enumerate(range(0, len(split), size)):
-                    x, y = split.inputs[start:start + size], split.targets[start:start + size]
+                for b, (x, y) in enumerate(split.batches(size)):
                     ctx = ChipContext(profile, chip, noise, batch=b, count_events=True)
                     logits = model(x, ctx)
                     correct += int((logits.argmax(1) == y).sum())

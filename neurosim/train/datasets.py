@@ -77,6 +77,14 @@ class DatasetSplit:
         """The number of samples."""
         return int(self.targets.shape[0])
 
+    def batches(self, size: int, order: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive mini-batches ``(inputs, targets)`` of ``size`` samples (the last may be
+        smaller), in ``order`` if given. Batch ``b`` of this list is what keys the dynamic noise of
+        an evaluation, so every evaluator batches through here."""
+        index = torch.arange(len(self)) if order is None else order
+        return [(self.inputs[index[i:i + size]], self.targets[index[i:i + size]])
+                for i in range(0, len(self), size)]
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -119,10 +119,8 @@ class Trainer:
 
     def batches(self, split: DatasetSplit, shuffle: bool) -> list[tuple[Tensor, Tensor]]:
         """Mini-batches of ``split`` (shuffled with the trainer's seeded generator)."""
-        n = len(split)
-        order = torch.randperm(n, generator=self.shuffle) if shuffle else torch.arange(n)
-        size = self.config.batch_size
-        return [(split.inputs[order[i:i + size]], split.targets[order[i:i + size]]) for i in range(0, n, size)]
+        order = torch.randperm(len(split), generator=self.shuffle) if shuffle else None
+        return split.batches(self.config.batch_size, order)
 
     def tune_width(self) -> float:
         """Seed 003's bisection of the surrogate width on the first training batch."""
