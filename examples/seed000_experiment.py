@@ -49,7 +49,7 @@ def main() -> None:
         for seed in args.seeds:
             config = TrainConfig(epochs=args.epochs, seed=seed, eval_chips=0, **options)
             run_dir = args.out / label.replace(" ", "-").replace(",", "") / f"seed{seed}"
-            metrics = train(config, run_dir, dataset=dataset)
+            metrics = train(config, run_dir, dataset=dataset).metrics
             ideal.append(metrics["test_accuracy"])
             model, _, _ = load_run(run_dir, dataset)
             batches = dataset.test.batches(256)

@@ -141,17 +141,20 @@ def _train_overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from neurosim.train.config import config_from_data, load_config
+    from neurosim.train.distributed import process_group
     from neurosim.train.trainer import train
 
     overrides = _train_overrides(args)
     config = load_config(args.config, overrides) if args.config else config_from_data(overrides, "options")
-    metrics = train(config, args.out, resume=args.resume, progress=args.progress)
+    metrics = train(config, args.out, resume=args.resume, progress=args.progress).metrics
+    if not process_group().is_main:  # under torchrun rank 0 reports for all
+        return 0
     noisy = metrics["test_accuracy_noisy"]
     print(f"test accuracy: {metrics['test_accuracy']:.4f} (ideal chip)"
           + (f", {noisy:.4f} +- {metrics['test_accuracy_noisy_std']:.4f} (mean over {config.eval_chips} "
              f"chips of {config.profile})" if noisy is not None else ""))
     print(f"spikes per sample: {metrics['spikes_per_sample']:.1f}; {metrics['epochs']} epochs in "
-          f"{metrics['seconds']:.1f} s")
+          f"{metrics['seconds']:.1f} s" + (f" on {metrics['processes']} processes" if metrics["processes"] > 1 else ""))
     if args.out:
         print(f"wrote {args.out}/checkpoint.pt, config.yaml, metrics.json")
     return 0
@@ -162,7 +165,9 @@ def _add_train_parser(commands) -> None:
         "train", help="train a spiking network with the chip in the loop",
         description="Train with surrogate-gradient BPTT on a device profile: chip variation, dynamic "
                     "noise and the chip's number formats in the loop, and the seeds' methods as "
-                    "switches. Every option can also come from --config FILE.yaml (flags win).")
+                    "switches. Every option can also come from --config FILE.yaml (flags win). "
+                    "Under torchrun (torchrun --nproc_per_node N -m neurosim train ...) it trains with "
+                    "DistributedDataParallel: --batch-size is the global batch, split over the processes.")
     p.add_argument("--config", metavar="FILE.yaml", help="training options from a YAML file")
     p.add_argument("--out", metavar="DIR", help="write checkpoint.pt, config.yaml and metrics.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -395,6 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # leave a torchrun process group cleanly
+            from neurosim.train.distributed import close_process_group
+            close_process_group()
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def run_demo(out: str | Path = "neurosim-demo", epochs: int = 15, chips: int = 1
     for label, (name, noise) in runs.items():
         print(f"\n[{label}] training {epochs} epochs ...", flush=True)
         config = TrainConfig(profile=PROFILE, epochs=epochs, seed=seed, noise=noise, eval_chips=0)
-        metrics = train(config, out / "runs" / name, progress=progress, dataset=dataset)
+        metrics = train(config, out / "runs" / name, progress=progress, dataset=dataset).metrics
         model, _, _ = load_run(out / "runs" / name, dataset)
         deployment = compile_model(model, profile, metadata={"source": str(out / "runs" / name),
                                                                "training": config.to_dict()})

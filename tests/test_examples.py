@@ -47,3 +47,42 @@ def test_profile_sample_bad_layers_is_one_line_error(capsys):
     assert main(["profile", "sample", "ideal", "--layers", "784by10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --layers")
+
+
+def test_library_api_example_runs_the_whole_path(tmp_path):
+    """examples/library_api.py uses only the public API (load_profile, train, compile_model,
+    IntegerEngine, evaluate_deployment, sweep) and its parity cell must come out True."""
+    result = run("examples/library_api.py", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training forward and engine predict the same on chip 0: True" in result.stdout
+    assert "8 chips of hardreset-noisy, 450 samples" in result.stdout
+    assert (tmp_path / "artifact" / "manifest.yaml").is_file()
+    assert (tmp_path / "sweep" / "summary.csv").read_text().count("\n") == 5  # header + 4 scales
+    accuracy = float(result.stdout.split("trained: test accuracy ")[1].split()[0])
+    assert accuracy > 0.85
+
+
+def test_library_api_names_are_the_documented_ones():
+    import neurosim
+
+    assert callable(neurosim.train) and callable(neurosim.sweep)
+    for name in ("load_profile", "compile_model", "IntegerEngine", "load_run", "load_deployment",
+                 "evaluate_deployment", "sample_chips"):
+        assert getattr(neurosim, name).__doc__, name
+    import neurosim.train.trainer as trainer  # the packages stay importable as packages
+    assert trainer.train is neurosim.train.train
+
+
+def test_library_train_takes_a_config_mapping_or_file_and_reports_bad_options(tmp_path):
+    import pytest
+
+    import neurosim
+    from neurosim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="epochs"):
+        neurosim.train({"model": "mlp:8"}, epochs="many")
+    (tmp_path / "c.yaml").write_text("model: mlp:8\nepochs: 1\nprofile: ideal\neval_chips: 0\n")
+    result = neurosim.train(tmp_path / "c.yaml", timesteps=2, progress=False)
+    assert result.config.timesteps == 2 and result.config.model == "mlp:8"
+    assert result.out is None and 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    assert not result.model.training

@@ -113,7 +113,7 @@ def test_fixed_point_forward_has_integer_states_and_matches_float_closely(digits
 
 def test_evaluate_ideal_and_on_sampled_chips(digits):
     config = small(profile="analog-mismatch", epochs=1, eval_chips=3)
-    metrics = train(config, dataset=digits, progress=False)
+    metrics = train(config, dataset=digits, progress=False).metrics
     assert 0 <= metrics["test_accuracy"] <= 1
     assert len(metrics["chip_accuracies"]) == 3
     assert metrics["test_accuracy_noisy"] == pytest.approx(sum(metrics["chip_accuracies"]) / 3)
@@ -124,9 +124,9 @@ def test_evaluate_ideal_and_on_sampled_chips(digits):
 # ------------------------------------------------------------------ reproducibility and resume
 
 def test_same_seed_same_metrics_other_seed_other_metrics(digits):
-    a = train(small(seed=3), dataset=digits, progress=False)
-    b = train(small(seed=3), dataset=digits, progress=False)
-    c = train(small(seed=4), dataset=digits, progress=False)
+    a = train(small(seed=3), dataset=digits, progress=False).metrics
+    b = train(small(seed=3), dataset=digits, progress=False).metrics
+    c = train(small(seed=4), dataset=digits, progress=False).metrics
     assert without_timing(a) == without_timing(b)
     assert without_timing(a) != without_timing(c)
 
@@ -134,9 +134,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(digits):
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, digits):
     config = small(epochs=3, model="mlp:24", grad_scaling={"enabled": True},
                    neuron={"v_init": "mp_init"}, dropout=0.1)
-    full = train(config, tmp_path / "full", dataset=digits, progress=False)
+    full = train(config, tmp_path / "full", dataset=digits, progress=False).metrics
     train(config.model_copy(update={"epochs": 2}), tmp_path / "cut", dataset=digits, progress=False)
-    resumed = train(config, tmp_path / "cut", resume=True, dataset=digits, progress=False)
+    resumed = train(config, tmp_path / "cut", resume=True, dataset=digits, progress=False).metrics
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
     assert a.keys() == b.keys()
@@ -171,7 +171,7 @@ def test_checkpoint_loads_with_weights_only_and_refuses_a_malicious_pickle(tmp_p
 # ------------------------------------------------------------------ results that mean something
 
 def test_default_mlp_reaches_95_percent_on_digits_in_20_epochs(digits):
-    metrics = train(TrainConfig(epochs=20, eval_chips=4), dataset=digits, progress=False)
+    metrics = train(TrainConfig(epochs=20, eval_chips=4), dataset=digits, progress=False).metrics
     assert metrics["test_accuracy"] >= 0.95, metrics["history"]
     assert metrics["test_accuracy_noisy"] >= 0.95
 

@@ -35,6 +35,7 @@ from neurosim.engine.evaluate import evaluate_deployment
 from neurosim.errors import ConfigError, NeurosimError
 from neurosim.files import write_text, write_yaml
 from neurosim.sweep.grid import Point, make_points, profile_at
+from neurosim.train.distributed import process_group
 
 METRICS = ("accuracy", "spikes_per_sample", "synops_per_sample", "energy_pj_per_sample", "saturations_per_sample")
 STATISTICS = ("mean", "std", "min", "p5", "p50", "p95")
@@ -260,22 +261,13 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------ the sweep
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: bool | None = None) -> list[dict[str, Any]]:
     """Run (or continue) a sweep into ``out``; returns the summary rows (rank 0; others get [])."""
     from tqdm.auto import tqdm
 
     out = Path(out)
-    rank, world = _distributed()
+    group = process_group()
+    rank, world = group.rank, group.world
     points = spec.points()
     if spec.instances < 1 or spec.chunk < 1 or spec.batch_size < 1:
         raise ConfigError("--instances, --chunk and --batch-size must be at least 1")
@@ -293,7 +285,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
                                                         if not readout},
                                              "timesteps": evaluator.timesteps, "kind": evaluator.kind,
                                              "profile_name": evaluator.base.name})
-    _barrier(world)
+    group.barrier()
     done = {(int(r["point"]), int(r["instance"])) for r in _read_rows(results, columns)}
     items = []
     for i, point in enumerate(points):
@@ -304,7 +296,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
         mine = items[r + rank] if r + rank < len(items) else None
         rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
                                         for row in evaluator.rows(points[mine[0]], mine[1])]
-        gathered = _gather(rows, world)
+        gathered = group.gather(rows)
         if rank == 0:
             with open(results, "a", encoding="utf-8", newline="") as handle:
                 writer = csv.writer(handle, lineterminator="\n")
@@ -322,7 +314,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
         write_text(out / SUMMARY, _csv_text(summary))
         from neurosim.sweep.plot import plot_sweeps
         plot_sweeps([out], out / PLOT)
-    _barrier(world)
+    group.barrier()
     return summary
 
 
@@ -347,18 +339,3 @@ def _prepare(out: Path, spec: SweepSpec, resume: bool, columns: list[str], facts
         raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
     write_yaml(spec_path, saved)
     write_text(out / RESULTS, ",".join(columns) + "\n")
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-
-
-def _gather(rows: list[dict[str, Any]], world: int) -> list[list[dict[str, Any]]]:
-    if world == 1:
-        return [rows]
-    import torch.distributed as dist
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, rows)
-    return gathered

@@ -50,14 +50,18 @@ def spike_relation(block: SpikingBlock, pre: Tensor, post: Tensor) -> Tensor:
     return relation / mean if mean > 0 else torch.ones_like(relation)
 
 
-def scale_gradients(model: SpikingNetwork, alpha: float) -> None:
+def scale_gradients(model: SpikingNetwork, alpha: float,
+                    reduce: Callable[[Tensor], Tensor] | None = None) -> None:
     """Seed 001 Eq. 7 on every spiking block whose spikes were recorded in the last forward:
-    ``grad <- alpha * grad * R + (1 - alpha) * grad``."""
+    ``grad <- alpha * grad * R + (1 - alpha) * grad``. Under DDP ``reduce`` averages ``R`` over
+    the processes (each saw a slice of the batch), so every rank applies the same update."""
     for block in model.blocks:
         weight = block.synapse.weight
         if weight.grad is None or not block.record or block.recorded_spikes is None:
             continue
         relation = spike_relation(block, block.recorded_input, block.recorded_spikes)
+        if reduce is not None:
+            relation = reduce(relation.contiguous())
         weight.grad.mul_(alpha * relation + (1 - alpha))
 
 

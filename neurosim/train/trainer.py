@@ -6,6 +6,12 @@
 profile on the chip's integer formats (fake quantization, straight-through gradients). The
 seeds' methods are switches of :class:`~neurosim.train.config.TrainConfig`.
 
+Under ``torchrun`` the trainer runs DistributedDataParallel: every rank walks the same shuffled
+global batches and takes its slice of each, the loss is scaled so that the all-reduced gradient is
+the gradient of the global batch's mean loss, rank ``r`` of ``W`` trains step ``g`` on chip
+instance ``g·W + r`` (disjoint seeded streams), metrics are summed over ranks, and only rank 0
+writes files.
+
 :func:`train` is the whole ``neurosim train``: it builds data, model and trainer from a config,
 writes ``checkpoint.pt`` (atomically, every epoch), ``config.yaml`` and ``metrics.json`` to the
 output folder, and resumes a run from its last checkpoint with identical results.
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,6 +40,7 @@ from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
 from neurosim.train.config import TrainConfig
 from neurosim.train.datasets import Dataset, DatasetSplit, load_dataset
+from neurosim.train.distributed import ProcessGroup, process_group
 from neurosim.train.noise import ChipContext
 
 CHECKPOINT = "checkpoint.pt"
@@ -63,13 +72,29 @@ def build_for(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[in
         raise ConfigError(f"model: {exc}") from None
 
 
+def training_chip_index(step: int, group: ProcessGroup) -> int:
+    """The chip instance rank ``r`` of ``W`` trains global step ``g`` on: ``g·W + r``, so ranks
+    draw from disjoint seeded streams and one process trains step ``g`` on chip ``g``."""
+    return step * group.world + group.rank
+
+
 class Trainer:
-    """Train ``model`` for ``profile`` with the options of ``config`` on ``dataset``."""
+    """Train ``model`` for ``profile`` with the options of ``config`` on ``dataset``; ``group`` is
+    this process's place under ``torchrun`` (default: the single process)."""
 
     def __init__(self, model: SpikingNetwork, profile: DeviceProfile, config: TrainConfig,
-                 dataset: Dataset, progress: bool | None = None) -> None:
+                 dataset: Dataset, progress: bool | None = None, group: ProcessGroup | None = None) -> None:
         self.model, self.profile, self.config, self.dataset = model, profile, config, dataset
         self.progress = progress
+        self.group = group or ProcessGroup()
+        if self.group.world > config.batch_size:
+            raise ConfigError(f"batch_size {config.batch_size} is smaller than the {self.group.world} "
+                              "processes sharing each batch")
+        # DDP all-reduces gradients during backward; one process trains the module itself.
+        self.network: torch.nn.Module = model
+        if self.group.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            self.network = DistributedDataParallel(model)
         self.shapes = model.layer_shapes()
         params = list(model.parameters())
         if config.optimizer == "sgd":
@@ -97,13 +122,14 @@ class Trainer:
     def training_chip(self, step: int) -> ChipContext | None:
         """The chip a training batch runs on: None (ideal float) when noise and fixed point are
         both off; the nominal fixed-point chip when only noise is off; otherwise chip instance
-        ``step`` (fresh) or ``step mod pool`` (pool) with its dynamic noise."""
+        ``k = step·world + rank`` (fresh) or ``k mod pool`` (pool) with its dynamic noise."""
         if not self.config.noise:
             return ChipContext(self.profile) if not self.profile.numerics.is_float else None
+        index = training_chip_index(step, self.group)
         if self.pool is not None:
-            chips = self.pool[step % len(self.pool)]
+            chips = self.pool[index % len(self.pool)]
         else:
-            chips = sample_chips(self.profile, self.shapes, n=1, seed=self.config.seed, start=step)
+            chips = sample_chips(self.profile, self.shapes, n=1, seed=self.config.seed, start=index)
         noise = DynamicNoise(self.profile, self.config.seed, chips.indices)
         return ChipContext(self.profile, chips, noise, batch=step)
 
@@ -136,26 +162,38 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        group = self.group
+        total_loss, correct, seen, local_seen = 0.0, 0, 0, 0
         batches = self.batches(self.dataset.train, shuffle=True)
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
-                   disable=None if self.progress is None else not self.progress)
+                   disable=not group.is_main or (None if self.progress is None else not self.progress))
         for inputs, targets in bar:
-            logits = self.model(inputs, self.training_chip(self.global_step))
+            if len(targets) < group.world:  # a last batch too small to give every rank a sample
+                continue
+            global_size = len(targets)
+            inputs, targets = inputs.tensor_split(group.world)[group.rank], targets.tensor_split(group.world)[group.rank]
+            logits = self.network(inputs, self.training_chip(self.global_step))
             loss = self.loss(logits, targets)
-            if not torch.isfinite(loss):
+            batch_loss = loss.item() * len(targets)
+            if group.distributed:  # every rank must see the same verdict below, or the others hang
+                batch_loss, = group.sum([batch_loss])
+            if not math.isfinite(batch_loss):
                 raise NeurosimError(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
-                                    f"loss is {loss.item()}; lower --lr or check the model")
+                                    f"loss is {batch_loss / global_size}; lower --lr or check the model")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages the ranks' gradients; this scale makes that average the gradient of the
+            # global batch's mean loss (exactly the one-process gradient when slices are uneven).
+            (loss * (group.world * len(targets) / global_size)).backward()
             if self.config.grad_scaling.enabled:
-                methods.scale_gradients(self.model, self.config.grad_scaling.alpha)
+                methods.scale_gradients(self.model, self.config.grad_scaling.alpha, reduce=group.mean_)
             self.optimizer.step()
             self.global_step += 1
-            total_loss += loss.item() * len(targets)
+            total_loss += batch_loss
             correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(targets)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            seen += global_size
+            local_seen += len(targets)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / local_seen:.3f}")
+        correct, = group.sum([correct])
         self.epoch += 1
         return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
 
@@ -164,23 +202,30 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: DatasetSplit | None = None, chips: int = 0) -> dict[str, Any]:
         """Accuracy on the ideal float chip and, with ``chips > 0``, on that many chip instances
-        of the profile (seed ``eval_seed``, chip indices 0..chips-1, with their noise)."""
+        of the profile (seed ``eval_seed``, chip indices 0..chips-1, with their noise). Under
+        torchrun rank ``r`` evaluates batches ``b ≡ r (mod world)`` and the counts are summed, so
+        the figures equal one process's."""
         split = split or self.dataset.test
+        group = self.group
         self.model.eval()
         batches = self.batches(split, shuffle=False)
+        mine = list(range(group.rank, len(batches), group.world))
         correct, spikes = 0, [0.0] * len(self.model.blocks)
-        for inputs, targets in batches:
+        for b in mine:
+            inputs, targets = batches[b]
             logits = self.model(inputs)
             correct += (logits.argmax(1) == targets).sum().item()
             for i, count in enumerate(self.model.last_spike_counts):
                 spikes[i] += count.sum().item()
+        correct, *spikes = group.sum([correct, *spikes])
         result: dict[str, Any] = {
             "accuracy": correct / len(split),
             "spikes_per_sample": sum(spikes) / len(split),
             "spikes_per_layer": [s / len(split) for s in spikes],
         }
         if chips:
-            accuracies = chip_accuracies(self.model, self.profile, batches, chips, self.config.eval_seed)
+            counts = chip_correct_counts(self.model, self.profile, batches, chips, self.config.eval_seed, mine)
+            accuracies = [c / len(split) for c in group.sum(counts)]
             mean = sum(accuracies) / chips
             result["chip_accuracies"] = accuracies
             result["accuracy_noisy"] = mean
@@ -192,23 +237,34 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly (tensors and plain data only)."""
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": self.epoch,
-                "global_step": self.global_step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "shuffle_rng": self.shuffle.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": self.history,
-                "tuned_width": self.tuned_width}
+        """Everything needed to continue exactly (tensors and plain data only); under torchrun
+        every rank's random state is gathered (a collective: all ranks call it)."""
+        state = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": self.epoch,
+                 "global_step": self.global_step, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "shuffle_rng": self.shuffle.get_state(),
+                 "torch_rng": torch.get_rng_state(), "history": self.history,
+                 "tuned_width": self.tuned_width}
+        if self.group.distributed:
+            state["world_size"] = self.group.world
+            state["torch_rng_ranks"] = self.group.gather(torch.get_rng_state())
+        return state
 
     def save(self, path: Path) -> None:
-        """Write the checkpoint atomically."""
-        atomic_write(path, lambda f: torch.save(self.state(), f))
+        """Write the checkpoint atomically (rank 0 writes; every rank must call it)."""
+        state = self.state()
+        if self.group.is_main:
+            atomic_write(path, lambda f: torch.save(state, f))
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`state`."""
+        """Continue from a :meth:`state` written by a run with the same number of processes."""
+        world = int(state.get("world_size", 1))
+        if world != self.group.world:
+            raise ConfigError(f"the checkpoint was written by {world} process(es); resume it with "
+                              f"the same number (torchrun --nproc_per_node), not {self.group.world}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.shuffle.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng_ranks"][self.group.rank] if world > 1 else state["torch_rng"])
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = list(state["history"])
         self.tuned_width = state.get("tuned_width")
@@ -222,17 +278,27 @@ def chip_accuracies(model: SpikingNetwork, profile: DeviceProfile, batches: list
                     chips: int, seed: int) -> list[float]:
     """Accuracy of ``model`` (in eval mode) on chip instances 0..chips-1 of ``profile`` drawn with
     ``seed``, each with its dynamic noise (batch ``b`` of the list keys the noise)."""
-    shapes = model.layer_shapes()
     total = sum(len(targets) for _, targets in batches)
+    return [c / total for c in chip_correct_counts(model, profile, batches, chips, seed)]
+
+
+@torch.no_grad()
+def chip_correct_counts(model: SpikingNetwork, profile: DeviceProfile, batches: list[tuple[Tensor, Tensor]],
+                        chips: int, seed: int, which: list[int] | None = None) -> list[int]:
+    """Correct answers of ``model`` on chip instances 0..chips-1 of ``profile`` over the batches
+    numbered ``which`` (default all); batch ``b`` keys the chip's dynamic noise."""
+    shapes = model.layer_shapes()
+    which = range(len(batches)) if which is None else which
     result = []
     for k in range(chips):
         chip = sample_chips(profile, shapes, n=1, seed=seed, start=k)
         noise = DynamicNoise(profile, seed, chip.indices)
         correct = 0
-        for b, (inputs, targets) in enumerate(batches):
+        for b in which:
+            inputs, targets = batches[b]
             logits = model(inputs, ChipContext(profile, chip, noise, batch=b))
-            correct += (logits.argmax(1) == targets).sum().item()
-        result.append(correct / total)
+            correct += int((logits.argmax(1) == targets).sum().item())
+        result.append(correct)
     return result
 
 
@@ -268,16 +334,28 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
     return model.eval(), config, dataset
 
 
+@dataclass
+class TrainResult:
+    """What :func:`train` gives back: the trained model (eval mode), its config, the metrics
+    (also written to ``metrics.json``) and the run folder (None when nothing was written)."""
+
+    model: SpikingNetwork
+    config: TrainConfig
+    metrics: dict[str, Any]
+    out: Path | None = None
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+          progress: bool | None = None, dataset: Dataset | None = None) -> TrainResult:
     """Train as ``config`` says; with ``out_dir`` write checkpoint, config and metrics there.
 
     ``resume`` continues from ``out_dir/checkpoint.pt`` (the config of the run must match apart
-    from ``epochs``) and ends with the weights of an uninterrupted run. Returns the metrics.
+    from ``epochs``) and ends with the weights of an uninterrupted run.
     """
     start = time.perf_counter()
+    group = process_group()
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and group.is_main:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -286,7 +364,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     dataset = dataset or load_dataset(config.dataset, config.data_root)
     torch.manual_seed(config.seed)
     model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
-    trainer = Trainer(model, profile, config, dataset, progress)
+    if group.rank > 0:  # same initial weights on every rank, but each rank its own dropout masks
+        torch.manual_seed(int(np.random.SeedSequence(config.seed, spawn_key=(group.rank,)).generate_state(1)[0]))
+    trainer = Trainer(model, profile, config, dataset, progress, group)
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out, the folder of the run to continue")
@@ -298,7 +378,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         trainer.restore(state)
     elif config.tune_width.enabled:
         trainer.tune_width()
-    if out is not None:
+    if out is not None and group.is_main:
         write_yaml(out / CONFIG, config.to_dict())
     while trainer.epoch < config.epochs:
         epoch_metrics = trainer.train_epoch()
@@ -319,9 +399,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         "spikes_per_layer": final["spikes_per_layer"],
         "epochs": trainer.epoch,
         "seconds": time.perf_counter() - start,
+        "processes": group.world,
         "tuned_surrogate_width": trainer.tuned_width,
         "history": trainer.history,
     }
-    if out is not None:
+    if out is not None and group.is_main:
         write_json(out / METRICS, metrics)
-    return metrics
+    return TrainResult(model.eval(), config, metrics, out)
