@@ -729,3 +729,46 @@ def test_lif_step_state_types():
     assert nxt.i.tolist() == [0.625, 0.3]
     assert u.tolist() == pytest.approx([0.875, 0.3])
     assert s.tolist() == [0.0, 0.0] and nxt.v.tolist() == pytest.approx([0.875, 0.3])
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("reset_grad", ["detach", "full", "clip"])
+@pytest.mark.parametrize("surrogate", [ATan(2.0), FastSigmoid(5.0), Rectangle(0.5), Triangle(1.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_fused_all_steps_node_equals_the_step_loop(monkeypatch, reset, reset_grad, surrogate, dtype):
+    """The fused node (:class:`_FusedLIF`, one autograd node for all T steps) gives the step
+    loop's spikes and final state bit for bit, and its gradients to rounding."""
+    generator = torch.Generator().manual_seed(11)
+    currents = (torch.rand(7, 5, 33, generator=generator, dtype=dtype) * 1.6 - 0.3).requires_grad_()
+    upstream = torch.randn(7, 5, 33, generator=generator, dtype=dtype)
+    results = {}
+    for fused in (True, False):
+        node = LIFNode(beta=0.8, threshold=0.7, v_reset=0.1, reset=reset, reset_grad=reset_grad,
+                       surrogate=surrogate, v_init="mp_init").to(dtype).train()
+        node.mp_init.fill_(0.05)
+        assert node.fusable(None)
+        if not fused:
+            monkeypatch.setattr(node, "fusable", lambda device: False)
+        spikes = node(currents)
+        (grad,) = torch.autograd.grad((spikes * upstream).sum(), currents)
+        results[fused] = (spikes.detach(), grad, node.mp_init.clone())
+    (s_fused, g_fused, mp_fused), (s_loop, g_loop, mp_loop) = results[True], results[False]
+    assert s_fused.sum() > 0 and (1 - s_fused).sum() > 0  # some neurons fire, some do not
+    assert torch.equal(s_fused, s_loop)
+    assert torch.equal(mp_fused, mp_loop)  # MP-Init's EMA saw the same final potentials
+    tolerance = 1e-12 if dtype == F64 else 1e-5
+    torch.testing.assert_close(g_fused, g_loop, rtol=tolerance, atol=tolerance)
+
+
+def test_fused_node_is_used_only_where_it_computes_the_same_function():
+    assert LIFNode().fusable(None)
+    assert not LIFNode().fusable(LayerDevice.ideal())  # a chip in the loop: variation, formats, noise
+    assert not LIFNode(learn_threshold=True).fusable(None)
+    assert not LIFNode(learn_beta=True).fusable(None)
+    assert not LIFNode(synapse_decay=0.5).fusable(None)
+    assert not LIFNode(refractory=2).fusable(None)
+    assert not LIFNode(surrogate=TrSG()).fusable(None)
+    assert not LIFNode(surrogate=PSG()).fusable(None)
+    recording = LIFNode()
+    recording.record = True
+    assert not recording.fusable(None)

@@ -118,8 +118,13 @@ class SpikingBlock(nn.Module):
         return y.reshape(steps, batch, *y.shape[1:]), unit
 
     def forward(self, x: Tensor, device: DeviceHook | None = None, first: bool = False,
-                in_gain: Tensor | None = None) -> Tensor:
+                in_gain: Tensor | None = None, repeat: int = 1) -> Tensor:
+        """Spikes ``[T, batch, ...]`` for inputs ``[T, batch, ...]``; with ``repeat = T`` the input
+        is one step ``[1, batch, ...]`` held for T steps (direct encoding), whose current is
+        computed once and repeated."""
         currents, unit = self.currents(x, device, first, in_gain)
+        if repeat > 1:
+            currents, x = currents.expand(repeat, *currents.shape[1:]), x.expand(repeat, *x.shape[1:])
         layer_device = device.layer(self.name, unit, tuple(currents.shape[2:])) if device else None
         spikes = self.node(currents, layer_device)
         recorded = (x.detach(), spikes.detach()) if self.record else (None, None)
@@ -189,13 +194,14 @@ class SpikingNetwork(nn.Module):
         self.last_spike_counts: list[Tensor] = []
 
     def forward(self, x: Tensor, device: DeviceHook | None = None) -> Tensor:
-        if x.dim() == len(self.input_shape) + 1:  # static input: repeat over time
-            x = x.unsqueeze(0).expand(self.timesteps, *x.shape)
+        static = x.dim() == len(self.input_shape) + 1
+        if static:  # direct encoding: the same input every step; the first layer's current once
+            x = x.unsqueeze(0)
         counts, gain = [], None
         for i, block in enumerate(self.blocks):
             if isinstance(block.synapse, nn.Linear):
                 x = x.flatten(2)
-            x = block(x, device, first=(i == 0), in_gain=gain)
+            x = block(x, device, first=(i == 0), in_gain=gain, repeat=self.timesteps if static and i == 0 else 1)
             gain = block.node.output_gain
             counts.append(x.detach().flatten(2).sum(dim=(0, 2)))
         self.last_spike_counts = counts  # per block: spikes per sample [batch]

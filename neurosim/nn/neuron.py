@@ -96,6 +96,59 @@ def lif_step(state: LIFState, current: Tensor, p: StepParameters, surrogate: Sur
     return s, LIFState(v, i, refractory), u
 
 
+class _FusedLIF(torch.autograd.Function):
+    """All ``T`` steps of :func:`lif_step` on the ideal float chip as one autograd node.
+
+    Same values as the step loop, bit for bit (same operations in the same order), with the
+    backward pass written out instead of recorded op by op. With ``g_v`` the gradient reaching
+    ``v[t]`` from step ``t+1`` and ``g_s`` the one reaching ``s[t]`` from the next layer::
+
+        g_s'  = g_s + g_v * dv/ds          (dv/ds per reset_grad: see the module docstring)
+        g_u   = g_v * dv/du + g_s' * sigma'(u - theta)     (dv/du = 1 - s hard, 1 soft)
+        dL/dI[t] = g_u,   g_v(t-1) = beta * g_u
+
+    Only for parameters that need no gradient (beta, theta, v_reset buffers) and a surrogate
+    whose ``derivative`` has no learnable parameter; :class:`LIFNode` falls back to the loop
+    otherwise.
+    """
+
+    @staticmethod
+    def forward(ctx, currents: Tensor, v: Tensor, beta: Tensor, threshold: Tensor, v_reset: Tensor,  # type: ignore[override]
+                reset: str, reset_grad: str, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+        potentials = torch.empty_like(currents)
+        spikes = torch.empty_like(currents)
+        for t in range(currents.shape[0]):
+            u = beta * v + currents[t]
+            s = ((u - threshold) * 1.0 >= 0).to(u.dtype)
+            v = u - (threshold * s if reset == "soft" else (u - v_reset) * s)
+            potentials[t], spikes[t] = u, s
+        ctx.save_for_backward(potentials, spikes, beta, threshold, v_reset)
+        ctx.reset, ctx.reset_grad, ctx.surrogate = reset, reset_grad, surrogate
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor, grad_v: Tensor | None):  # type: ignore[override]
+        potentials, spikes, beta, threshold, v_reset = ctx.saved_tensors
+        reset, reset_grad = ctx.reset, ctx.reset_grad
+        grad_currents = torch.empty_like(potentials)
+        g_v = torch.zeros_like(potentials[0]) if grad_v is None else grad_v
+        for t in range(potentials.shape[0] - 1, -1, -1):
+            u, s = potentials[t], spikes[t]
+            if reset_grad == "detach":
+                g_s = grad_spikes[t]
+            elif reset == "soft":
+                g_s = grad_spikes[t] - g_v * threshold
+            elif reset_grad == "full":
+                g_s = grad_spikes[t] - g_v * (u - v_reset)
+            else:  # clip (seed 000 Eq. 7)
+                g_s = grad_spikes[t] - g_v * torch.minimum(u - v_reset, threshold - v_reset)
+            g_u = g_s * ctx.surrogate.derivative((u - threshold) * 1.0)
+            g_u = g_u + (g_v if reset == "soft" else g_v * (1 - s))
+            grad_currents[t] = g_u
+            g_v = beta * g_u
+        return grad_currents, None, None, None, None, None, None, None
+
+
 @dataclass
 class LayerDevice:
     """What the chip does to one layer during one forward pass (built by the network).
@@ -178,8 +231,19 @@ class LIFNode(nn.Module):
         return StepParameters(device.beta(beta), device.threshold(self.threshold), device.v_reset(self.v_reset),
                               alpha, self.reset, self.reset_grad, self.refractory, device.unit)
 
+    def fusable(self, device: LayerDevice | None) -> bool:
+        """True when the fused all-steps node (:class:`_FusedLIF`) computes this layer: the ideal
+        float chip, no synaptic state, refractory period, recording or learnable neuron parameter,
+        and a surrogate given by its ``derivative`` alone."""
+        return (device is None and self.synapse_decay is None and not self.refractory and not self.record
+                and not self.beta.requires_grad and not self.threshold.requires_grad
+                and type(self.surrogate).forward is Surrogate.forward and not isinstance(self.surrogate, TrSG)
+                and not any(p.requires_grad for p in self.surrogate.parameters()))
+
     def forward(self, currents: Tensor, device: LayerDevice | None = None) -> Tensor:
         """Spikes ``[T, batch, ...]`` (0/1) for input currents ``[T, batch, ...]``."""
+        if self.fusable(device):
+            return self._fused_forward(currents)
         device = device or LayerDevice.ideal()
         p = self.step_parameters(device)
         state = self.initial_state(tuple(currents.shape[1:]), currents, device)
@@ -203,6 +267,16 @@ class LIFNode(nn.Module):
         if self.training and self.v_init == "mp_init":
             self._update_mp_init(state.v.detach(), fired, device.unit)
         return torch.stack(spikes)
+
+    def _fused_forward(self, currents: Tensor) -> Tensor:
+        state = self.initial_state(tuple(currents.shape[1:]), currents, LayerDevice.ideal())
+        beta = self.beta.clamp(0, 1).to(currents.dtype)
+        spikes, v_final = _FusedLIF.apply(currents, state.v, beta, self.threshold.to(currents.dtype),
+                                          self.v_reset.to(currents.dtype), self.reset, self.reset_grad,
+                                          self.surrogate)
+        if self.training and self.v_init == "mp_init":
+            self._update_mp_init(v_final.detach(), spikes.detach().amax(0) > 0, 1.0)
+        return spikes
 
     @torch.no_grad()
     def _update_mp_init(self, v_final: Tensor, fired: Tensor, unit: Tensor | float) -> None:
