@@ -31,7 +31,7 @@ from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
 from neurosim.train.config import TrainConfig
-from neurosim.train.datasets import Dataset, DatasetSplit, load_dataset
+from neurosim.train.datasets import Dataset, DatasetSplit, dataset_of
 from neurosim.train.noise import ChipContext
 
 CHECKPOINT = "checkpoint.pt"
@@ -259,7 +259,7 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
         raise NeurosimError(f"{run}: no such training run folder")
     config = load_config(run / CONFIG)
     state = load_checkpoint(run / CHECKPOINT)
-    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    dataset = dataset or dataset_of(config.to_dict())
     model = build_for(config, load_profile(config.profile), dataset.input_shape, dataset.num_classes)
     model.load_state_dict(state["model"])
     if state.get("tuned_width") is not None:
@@ -283,7 +283,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         except OSError as exc:
             raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
     profile = load_profile(config.profile)
-    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    dataset = dataset or dataset_of(config.to_dict())
     torch.manual_seed(config.seed)
     model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
     trainer = Trainer(model, profile, config, dataset, progress)
