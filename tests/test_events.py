@@ -7,6 +7,7 @@ errors for folders that are missing or wrong, without tonic ever trying to downl
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -171,7 +172,6 @@ def test_broken_folders_are_one_line_errors(nmnist_root, tmp_path):
     (tmp_path / "half" / "NMNIST" / "Train" / "stray.bin").write_bytes(b"")
     assert "one folder below" in error("nmnist", tmp_path / "half")
 
-    import shutil
     broken = tmp_path / "broken"
     shutil.copytree(nmnist_root, broken)
     first = broken / "NMNIST" / "Train" / "1" / "00000.bin"
@@ -182,6 +182,18 @@ def test_broken_folders_are_one_line_errors(nmnist_root, tmp_path):
     assert "has x = 40, outside 0..33" in error("nmnist", broken)
     with pytest.raises(DatasetError, match="positive integer"):
         FrameBinning(timesteps=0)
+
+    gesture = tmp_path / "g" / "DVSGesture"
+    for split in ("ibmGestureTrain", "ibmGestureTest"):
+        (gesture / split / "user01_led").mkdir(parents=True)
+        np.save(gesture / split / "user01_led" / "11.npy", np.zeros((3, 4)))
+    assert "label 11 is out of range (classes 0..10)" in error("dvsgesture", tmp_path / "g")
+    generic = tmp_path / "f"
+    for split in ("train", "test"):
+        (generic / split / "a").mkdir(parents=True)
+        events = np.zeros(2, [("x", int), ("y", int), ("t", float), ("p", int)])
+        np.save(generic / split / "a" / "0.npy", events)
+    assert "field t is float64, expected integers" in error("event-folder", generic)
 
 
 # ------------------------------------------------------------------ frames through the integer engine

@@ -13,9 +13,10 @@ with tonic's own readers and event dtypes, and binned with tonic's transforms. L
   and ``ibmGestureTest``, each file an ``[N, 4]`` array of (x, y, p, t in ms), converted as tonic
   does (t times 1000, then its structured dtype); sensor 128 x 128, 2 polarities, 11 classes.
 * ``event-folder`` (generic): ``train/<class>/*.npy`` and ``test/<class>/*.npy``, each file a
-  numpy structured array with integer fields ``x``, ``y``, ``p`` (0 or 1) and a numeric field
-  ``t``; the classes are the sorted folder names of ``train``, the sensor is the largest x and y
-  over all files plus one, with 2 polarities.
+  numpy structured array with integer fields ``x``, ``y``, ``p`` (0 or 1) and ``t`` (time in
+  integer units, e.g. microseconds: tonic's bin width is an integer division of the duration);
+  the classes are the sorted folder names of ``train``, the sensor is the largest x and y over
+  all files plus one, with 2 polarities.
 
 Binning (:class:`FrameBinning`), per sample:
 
@@ -266,7 +267,7 @@ def _read_dvsgesture(name: str, path: Path, cls: Any) -> np.ndarray:
 
 
 def _read_generic(name: str, path: Path) -> np.ndarray:
-    """One event-folder recording: a structured array with integer x, y, p and numeric t."""
+    """One event-folder recording: a structured array with integer fields x, y, t and p."""
     events = _load_npy(name, path)
     names = events.dtype.names or ()
     missing = [f for f in GENERIC_FIELDS if f not in names]
@@ -275,8 +276,7 @@ def _read_generic(name: str, path: Path) -> np.ndarray:
                            + (f"; missing {', '.join(missing)}" if missing else f", got shape {events.shape}"))
     for field in GENERIC_FIELDS:
         kind = events.dtype[field]
-        if not (np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.bool_)
-                or (field == "t" and np.issubdtype(kind, np.floating))):
+        if not (np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.bool_)):
             raise DatasetError(f"{name}: {path}: field {field} is {kind}, expected integers")
     out = np.zeros(len(events), GENERIC_DTYPE)
     for field in GENERIC_FIELDS:
