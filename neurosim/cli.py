@@ -115,6 +115,9 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     out: dict = {k: v for k, v in flat.items() if v is not None}
     if args.no_noise:
         out["noise"] = False
+    events = {k: v for k, v in {"downsample": args.downsample, "clip": args.frame_clip}.items() if v is not None}
+    if events:
+        out["events"] = events
     neuron = {k: v for k, v in {"reset": args.reset, "reset_grad": args.reset_grad,
                                 "surrogate": args.surrogate, "v_init": args.v_init}.items() if v is not None}
     if args.learn_threshold:
@@ -171,8 +174,12 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--config", metavar="FILE.yaml", help="training options from a YAML file")
     p.add_argument("--out", metavar="DIR", help="write checkpoint.pt, config.yaml and metrics.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100")
+    p.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100, or event data "
+                   "binned to --timesteps frames: nmnist, dvsgesture, event-folder")
     p.add_argument("--data-root", metavar="DIR", help="local folder of the dataset's files")
+    p.add_argument("--downsample", type=int, metavar="K", help="event data: divide x and y by K (default 1)")
+    p.add_argument("--frame-clip", type=int, metavar="N", help="event data: frame value min(count, N) / N "
+                   "(default 1: binary frames)")
     p.add_argument("--model", help="model spec, e.g. mlp:128-128 or conv:32c3-64c3s2-64c3s2")
     p.add_argument("--profile", metavar="NAME|PATH", help="device profile (default hardreset-noisy)")
     p.add_argument("--timesteps", type=int, help="time steps per sample (default 4)")
@@ -230,7 +237,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from neurosim.engine.evaluate import evaluate_deployment
     from neurosim.export import load_deployment
-    from neurosim.train.datasets import load_dataset
+    from neurosim.train.datasets import dataset_of
 
     if args.chips < 1:
         raise UsageError(f"--chips must be at least 1, got {args.chips}")
@@ -240,8 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     deployment = load_deployment(args.artifact)
     training = deployment.metadata.get("training", {})
-    dataset = load_dataset(args.dataset or training.get("dataset", "digits"),
-                           args.data_root or training.get("data_root"))
+    dataset = dataset_of(training, args.dataset, args.data_root, deployment.timesteps)
     report = evaluate_deployment(deployment, dataset.test, chips=args.chips, seed=args.seed,
                                  noise=not args.no_noise, batch_size=args.batch_size, progress=args.progress)
     print(report.summary())

@@ -170,6 +170,18 @@ def count_synaptic_ops(x: Tensor, kind: str, weight_shape: tuple[int, ...], stri
     return reach.reshape(x.shape[0], -1).sum(-1) * weight_shape[0]
 
 
+def check_input(x: Tensor, deployment: Deployment) -> bool:
+    """True if ``x`` is frames ``[batch, T, *input_shape]`` with T the deployment's timesteps,
+    False if it is static input ``[batch, *input_shape]``; any other shape is a NeurosimError."""
+    shape = tuple(deployment.input_shape)
+    if x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape:
+        return False
+    if x.dim() == len(shape) + 2 and tuple(x.shape[2:]) == shape and x.shape[1] == deployment.timesteps:
+        return True
+    raise NeurosimError(f"input of shape {tuple(x.shape)}: expected [batch, {', '.join(map(str, shape))}] or frames "
+                        f"[batch, {deployment.timesteps}, {', '.join(map(str, shape))}]")
+
+
 def estimate_energy(energy, spikes: Tensor, synaptic_ops: Tensor, neuron_updates: Tensor) -> Tensor | None:
     """``synops * e_syn + spikes * e_spike + updates * e_update`` in pJ from a profile's
     ``energy`` section; None when it has no figures."""
@@ -219,14 +231,18 @@ class IntegerEngine:
 
     @torch.no_grad()
     def run(self, x: Tensor, batch: int = 0, record: bool = False) -> EngineResult:
-        """Integer inference of inputs ``x`` (``[batch, *input_shape]`` in [0, 1], repeated over
-        the time steps); ``batch`` keys the dynamic noise (same as the training forward's)."""
+        """Integer inference of inputs ``x`` in [0, 1]: ``[batch, *input_shape]`` repeated over the
+        time steps, or frames ``[batch, T, *input_shape]`` (``T`` = the deployment's timesteps, one
+        frame per step, each encoded by the same input rule); ``batch`` keys the dynamic noise
+        (same as the training forward's)."""
         deployment = self.deployment
         steps, chips = deployment.timesteps, self.n_chips
-        codes = self.encode(x).unsqueeze(0)  # [1, batch, *in]: the same input for every chip
+        frames = check_input(x, deployment)
+        codes = self.encode(x).unsqueeze(0)  # [1, batch, ...]: the same input for every chip
         counts: dict[str, LayerCounts] = {}
         spikes_out: dict[str, Tensor] = {}
-        signal: list[Tensor] | Tensor = codes  # static input: one tensor for all steps
+        # static input: one tensor for all steps; frames: one [1, batch, *in] tensor per step
+        signal: list[Tensor] | Tensor = [codes[:, :, t] for t in range(steps)] if frames else codes
         for layer in self.layers[:-1]:
             signal = self._spiking_layer(layer, signal, steps, batch, counts, spikes_out, record)
         logits = self._readout(self.layers[-1], signal, steps, counts)

@@ -64,7 +64,7 @@ class DeploymentReport:
 @torch.no_grad()
 def evaluate_deployment(deployment: Deployment, split, chips: int = 16, seed: int = 1234, noise: bool = True,
                         batch_size: int = 64, progress: bool | None = None, first_chip: int = 0) -> DeploymentReport:
-    """Run ``split`` (a DatasetSplit) on chips ``first_chip .. first_chip + chips - 1`` of the
+    """Run ``split`` (a DatasetSplit of static inputs or of frames ``[N, T, ...]``) on chips ``first_chip .. first_chip + chips - 1`` of the
     deployment's profile drawn with ``seed``; batch ``b`` of size ``batch_size`` keys the
     dynamic noise, as in the training evaluation."""
     from tqdm.auto import tqdm

@@ -275,7 +275,8 @@ def reference_run(deployment: Deployment, x: Any, chips: ChipInstances | None = 
                   chip_position: int = 0, batch: int = 0, noise: bool = True) -> dict[str, Any]:
     """Run ``deployment`` on ONE chip, neuron by neuron.
 
-    ``x`` is ``[batch, *input_shape]`` in [0, 1], the same input every step. The chip is
+    ``x`` is ``[batch, *input_shape]`` in [0, 1], the same input every step, or frames
+    ``[batch, T, *input_shape]`` (``T`` = the deployment's timesteps), frame t at step t. The chip is
     position ``chip_position`` of ``chips`` (its static variation, faults and dynamic noise), or
     the nominal chip when ``chips`` is None. ``batch`` keys the dynamic noise; ``noise=False``
     turns it off.
@@ -291,7 +292,11 @@ def reference_run(deployment: Deployment, x: Any, chips: ChipInstances | None = 
     source = DynamicNoise(profile, chips.seed, chips.indices) if chips is not None and noise else None
 
     codes = encode_input(deployment, x)
-    inputs = [codes] * steps  # static input: the same codes at every step, [T][batch, *in]
+    if x.ndim == len(deployment.input_shape) + 2:  # frames [batch, T, *in]: frame t at step t
+        assert x.shape[1] == steps, f"{x.shape[1]} frames for {steps} time steps"
+        inputs = [codes[:, t] for t in range(steps)]
+    else:  # static input: the same codes at every step, [T][batch, *in]
+        inputs = [codes] * steps
     spikes_out: dict[str, np.ndarray] = {}
     saturations: dict[str, int] = {}
 

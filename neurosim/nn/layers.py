@@ -179,7 +179,8 @@ class Readout(nn.Module):
 
 class SpikingNetwork(nn.Module):
     """Spiking blocks then a readout. Input ``[batch, ...]`` (repeated for ``timesteps`` steps,
-    direct encoding) or ``[T, batch, ...]`` frames; output logits ``[batch, classes]``."""
+    direct encoding) or frames ``[batch, T, ...]`` with ``T = timesteps`` (batch first, as
+    datasets and the integer engine hold them); output logits ``[batch, classes]``."""
 
     def __init__(self, blocks: list[SpikingBlock], readout: Readout, timesteps: int,
                  input_shape: tuple[int, ...], spec: str = "") -> None:
@@ -197,6 +198,11 @@ class SpikingNetwork(nn.Module):
         static = x.dim() == len(self.input_shape) + 1
         if static:  # direct encoding: the same input every step; the first layer's current once
             x = x.unsqueeze(0)
+        else:  # frames [batch, T, ...] -> [T, batch, ...]
+            if x.dim() != len(self.input_shape) + 2 or x.shape[1] != self.timesteps:
+                raise ValueError(f"input of shape {tuple(x.shape)}: expected [batch, *{self.input_shape}] or "
+                                 f"frames [batch, {self.timesteps}, *{self.input_shape}]")
+            x = x.transpose(0, 1)
         counts, gain = [], None
         for i, block in enumerate(self.blocks):
             if isinstance(block.synapse, nn.Linear):

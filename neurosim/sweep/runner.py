@@ -81,7 +81,7 @@ class _Evaluator:
     """Evaluates chips of a profile point on the test split of the source's dataset."""
 
     def __init__(self, spec: SweepSpec) -> None:
-        from neurosim.train.datasets import load_dataset
+        from neurosim.train.datasets import dataset_of
 
         self.kind = source_kind(spec.source)
         self.spec = spec
@@ -92,17 +92,19 @@ class _Evaluator:
             base = self.deployment.profile
             self.layers = {layer.name: (int(np.prod(layer.output_shape)), layer.readout) for layer in self.deployment.layers}
             self.timesteps = self.deployment.timesteps
-            dataset_name, root = training.get("dataset", "digits"), training.get("data_root")
         else:
             from neurosim.train.trainer import load_run
-            self.model, config, _ = load_run(spec.source)
+            self.model, config, loaded = load_run(spec.source)
             base = load_profile(config.profile)
             shapes = self.model.layer_shapes()
             self.layers = {name: (int(np.prod(s.neurons)), name == "readout") for name, s in shapes.items()}
             self.timesteps = self.model.timesteps
-            dataset_name, root = config.dataset, config.data_root
+            training = config.to_dict()
         self.base = load_profile(spec.profile) if spec.profile else base
-        self.split = load_dataset(spec.dataset or dataset_name, spec.data_root or root).test
+        if self.kind == "run" and spec.dataset is None and spec.data_root is None:
+            self.split = loaded.test  # the run's own dataset, already loaded
+        else:
+            self.split = dataset_of(training, spec.dataset, spec.data_root, self.timesteps).test
 
     def spiking_layers(self) -> list[str]:
         return [name for name, (_, readout) in self.layers.items() if not readout]

@@ -72,6 +72,15 @@ class TuneWidthConfig(_Section):
     iterations: int = Field(default=8, ge=1, le=40)
 
 
+class EventsConfig(_Section):
+    """Event datasets (nmnist, dvsgesture, event-folder): how a recording becomes ``timesteps``
+    frames (:mod:`neurosim.train.events`): x and y divided by ``downsample``, and frame values
+    ``min(count, clip) / clip``."""
+
+    downsample: int = Field(default=1, ge=1)
+    clip: int = Field(default=1, ge=1)
+
+
 class TrainConfig(_Section):
     """Everything ``neurosim train`` needs to rebuild and re-run a training."""
 
@@ -98,6 +107,7 @@ class TrainConfig(_Section):
     grad_scaling: GradScalingConfig = Field(default_factory=GradScalingConfig)
     pda: PDAConfig = Field(default_factory=PDAConfig)
     tune_width: TuneWidthConfig = Field(default_factory=TuneWidthConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yaml``."""

@@ -13,9 +13,13 @@ folder the user names (``--data-root``), laid out either flat or as torchvision 
   ``root/cifar-100-python``. Pickles are read with a restricted unpickler that builds numpy
   arrays and nothing else, so a hostile file cannot run code.
 
-Every split holds float32 inputs ``[N, C, H, W]`` in ``[0, 1]`` and int64 targets ``[N]``. Any
-problem with the files raises one :class:`~neurosim.errors.DatasetError` naming the dataset,
-the folder or file, and what is wrong.
+Event-camera datasets (``nmnist``, ``dvsgesture``, ``event-folder``) are read through tonic and
+binned to frames by :mod:`neurosim.train.events`.
+
+Every split holds float32 inputs ``[N, C, H, W]`` in ``[0, 1]`` (event datasets: frames
+``[N, T, C, H, W]``, batch first, as the model and the integer engine take them) and int64
+targets ``[N]``. Any problem with the files raises one :class:`~neurosim.errors.DatasetError`
+naming the dataset, the folder or file, and what is wrong.
 """
 
 from __future__ import annotations
@@ -26,16 +30,23 @@ import os
 import pickle
 import pickletools
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from neurosim.errors import DatasetError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+if TYPE_CHECKING:
+    from neurosim.train.events import FrameBinning
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100",
+                             "nmnist", "dvsgesture", "event-folder")
+EVENT_DATASETS: tuple[str, ...] = ("nmnist", "dvsgesture", "event-folder")
+"""Read through tonic and binned to frames (:mod:`neurosim.train.events`)."""
 
 DIGITS_SPLIT_SEED = 0
 """``random_state`` of the digits train/test split; fixed, independent of any training seed."""
@@ -68,7 +79,8 @@ CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 @dataclass(frozen=True)
 class DatasetSplit:
-    """One split of a dataset: float32 ``inputs`` ``[N, C, H, W]`` in [0, 1], int64 ``targets`` ``[N]``."""
+    """One split of a dataset: float32 ``inputs`` ``[N, C, H, W]`` (or frames ``[N, T, C, H, W]``)
+    in [0, 1], int64 ``targets`` ``[N]``."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -88,7 +100,8 @@ class DatasetSplit:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: its train and test splits, the shape of one sample and the class count."""
+    """A named dataset: its train and test splits, the shape of one sample (of one frame, for
+    event data) and the class count."""
 
     name: str
     train: DatasetSplit
@@ -97,21 +110,38 @@ class Dataset:
     num_classes: int
 
 
-def load_dataset(name: str, root: str | os.PathLike[str] | None = None) -> Dataset:
+def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
+                 frames: FrameBinning | None = None) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`; case and ``_``/``-`` do not matter).
 
-    ``root`` is the local folder holding the files of ``mnist``, ``fashion-mnist``, ``cifar10``
-    and ``cifar100`` (see the module docstring for the accepted layouts); it is ignored for
-    ``digits``. Raises :class:`DatasetError` for an unknown name or any problem with the files.
+    ``root`` is the local folder holding the files of every dataset but ``digits`` (see the
+    module docstring for the accepted layouts); it is ignored for ``digits``. ``frames`` says how
+    an event dataset is binned (needed for those, ignored for the others). Raises
+    :class:`DatasetError` for an unknown name or any problem with the files.
     """
     key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
     if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
     if key == "digits":
         return load_digits()
+    if key in EVENT_DATASETS:
+        from neurosim.train.events import LAYOUTS, load_event_dataset
+        return load_event_dataset(key, _require_root(key, root, LAYOUTS[key].what), frames)
     if key in MNIST_SUBFOLDERS:
         return load_mnist(key, _require_root(key, root, "the IDX files"))
     return load_cifar(key, _require_root(key, root, "the python pickle batches"))
+
+
+def dataset_of(training: Mapping[str, Any], name: str | None = None,
+               root: str | os.PathLike[str] | None = None, timesteps: int | None = None) -> Dataset:
+    """The dataset a training config names (``TrainConfig.to_dict()``, or a deployment's
+    ``training`` metadata), ``name`` and ``root`` overriding its ``dataset`` and ``data_root``;
+    event data is binned into ``timesteps`` frames (default: the config's) with its ``events``
+    options."""
+    from neurosim.train.events import FrameBinning
+
+    return load_dataset(name or training.get("dataset", "digits"), root or training.get("data_root"),
+                        FrameBinning.of(training, timesteps))
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from neurosim.files import atomic_write, write_json, write_yaml
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
-from neurosim.train.config import TrainConfig
-from neurosim.train.datasets import Dataset, DatasetSplit, load_dataset
+from neurosim.train.config import TrainConfig, config_from_data
+from neurosim.train.datasets import Dataset, DatasetSplit, dataset_of
 from neurosim.train.distributed import ProcessGroup, process_group
 from neurosim.train.noise import ChipContext
 
@@ -325,7 +325,7 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
         raise NeurosimError(f"{run}: no such training run folder")
     config = load_config(run / CONFIG)
     state = load_checkpoint(run / CHECKPOINT)
-    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    dataset = dataset or dataset_of(config.to_dict())
     model = build_for(config, load_profile(config.profile), dataset.input_shape, dataset.num_classes)
     model.load_state_dict(state["model"])
     if state.get("tuned_width") is not None:
@@ -361,7 +361,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         except OSError as exc:
             raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
     profile = load_profile(config.profile)
-    dataset = dataset or load_dataset(config.dataset, config.data_root)
+    dataset = dataset or dataset_of(config.to_dict())
     torch.manual_seed(config.seed)
     model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
     if group.rank > 0:  # same initial weights on every rank, but each rank its own dropout masks
@@ -371,7 +371,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         if out is None:
             raise ConfigError("--resume needs --out, the folder of the run to continue")
         state = load_checkpoint(out / CHECKPOINT)
-        saved = dict(state["config"], epochs=config.epochs)
+        try:  # through the schema, so options added since the run was written take their defaults
+            saved = config_from_data(dict(state["config"], epochs=config.epochs), "checkpoint").to_dict()
+        except ConfigError:
+            saved = None
         if saved != config.to_dict():
             raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
                               "resume with the run's own config.yaml")
