@@ -6,14 +6,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-EXTRAS := dev,nir
+EXTRAS := dev,nir,events
+# Peer simulators for the NIR interop tests and the benchmarks. They pin or pull other torch
+# builds through their own requirements, so they go in with --no-deps beside torch==2.13.0.
+PEERS  := snntorch==1.0.0 nirtorch==2.6 spikingjelly==2.0.0 loguru
 
 .PHONY: demo test install bench clean
 
 demo: $(VENV)/.neurosim-installed
 	$(VENV)/bin/neurosim demo
 
-test: $(VENV)/.neurosim-installed
+test: $(VENV)/.neurosim-installed $(VENV)/.peers-installed
 	$(PY) -m pytest -q
 
 install: $(VENV)/.neurosim-installed
@@ -27,6 +30,10 @@ $(VENV)/.torch-installed: | $(PY)
 
 $(VENV)/.neurosim-installed: $(VENV)/.torch-installed setup.cfg pyproject.toml
 	$(PIP) install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+$(VENV)/.peers-installed: $(VENV)/.neurosim-installed
+	$(PIP) install --quiet --no-deps $(PEERS)
 	touch $@
 
 clean:
