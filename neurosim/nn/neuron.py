@@ -99,7 +99,8 @@ def lif_step(state: LIFState, current: Tensor, p: StepParameters, surrogate: Sur
 class _FusedLIF(torch.autograd.Function):
     """All ``T`` steps of :func:`lif_step` on the ideal float chip as one autograd node.
 
-    Same values as the step loop, bit for bit (same operations in the same order), with the
+    Same values as the step loop, bit for bit (the loop's ``(u - theta) * unit`` has unit 1 here,
+    an exact multiply), with the
     backward pass written out instead of recorded op by op. With ``g_v`` the gradient reaching
     ``v[t]`` from step ``t+1`` and ``g_s`` the one reaching ``s[t]`` from the next layer::
 
@@ -119,7 +120,7 @@ class _FusedLIF(torch.autograd.Function):
         spikes = torch.empty_like(currents)
         for t in range(currents.shape[0]):
             u = beta * v + currents[t]
-            s = ((u - threshold) * 1.0 >= 0).to(u.dtype)
+            s = (u - threshold >= 0).to(u.dtype)  # H(0) = 1, as the surrogates fire
             v = u - (threshold * s if reset == "soft" else (u - v_reset) * s)
             potentials[t], spikes[t] = u, s
         ctx.save_for_backward(potentials, spikes, beta, threshold, v_reset)
@@ -142,7 +143,7 @@ class _FusedLIF(torch.autograd.Function):
                 g_s = grad_spikes[t] - g_v * (u - v_reset)
             else:  # clip (seed 000 Eq. 7)
                 g_s = grad_spikes[t] - g_v * torch.minimum(u - v_reset, threshold - v_reset)
-            g_u = g_s * ctx.surrogate.derivative((u - threshold) * 1.0)
+            g_u = g_s * ctx.surrogate.derivative(u - threshold)
             g_u = g_u + (g_v if reset == "soft" else g_v * (1 - s))
             grad_currents[t] = g_u
             g_v = beta * g_u
