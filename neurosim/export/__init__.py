@@ -2,7 +2,7 @@
 against the chip's limits, and save or load the deployment artifact."""
 
 from neurosim.export.compile import check_deployment, compile_model, neuron_differences
-from neurosim.export.deployment import Deployment, LayerDeployment, load_deployment
+from neurosim.export.deployment import Deployment, LayerDeployment, deployment_from_manifest, load_deployment
 
-__all__ = ["Deployment", "LayerDeployment", "check_deployment", "compile_model", "load_deployment",
-           "neuron_differences"]
+__all__ = ["Deployment", "LayerDeployment", "check_deployment", "compile_model", "deployment_from_manifest",
+           "load_deployment", "neuron_differences"]
