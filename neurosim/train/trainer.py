@@ -268,12 +268,27 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
     return model.eval(), config, dataset
 
 
+def init_from_run(model: SpikingNetwork, run_dir: str | Path) -> None:
+    """Load the weights (and every buffer) of the model saved in training-run folder ``run_dir``
+    into ``model``, which must have the same architecture (e.g. a run ``neurosim import`` wrote)."""
+    path = Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"--init-from {run_dir}: its model does not fit this run's --model/--profile; train with "
+                          f"its config.yaml ({detail})") from None
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+          progress: bool | None = None, dataset: Dataset | None = None,
+          init_from: str | Path | None = None) -> dict[str, Any]:
     """Train as ``config`` says; with ``out_dir`` write checkpoint, config and metrics there.
 
     ``resume`` continues from ``out_dir/checkpoint.pt`` (the config of the run must match apart
-    from ``epochs``) and ends with the weights of an uninterrupted run. Returns the metrics.
+    from ``epochs``) and ends with the weights of an uninterrupted run. ``init_from`` starts a new
+    run from the weights of another run folder (:func:`init_from_run`). Returns the metrics.
     """
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
@@ -286,11 +301,18 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     dataset = dataset or load_dataset(config.dataset, config.data_root)
     torch.manual_seed(config.seed)
     model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
+    if init_from is not None:
+        if resume:
+            raise ConfigError("--init-from starts a new run; it cannot be combined with --resume")
+        init_from_run(model, init_from)
     trainer = Trainer(model, profile, config, dataset, progress)
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out, the folder of the run to continue")
         state = load_checkpoint(out / CHECKPOINT)
+        if "optimizer" not in state:
+            raise ConfigError(f"{out / CHECKPOINT}: holds weights only (an imported model), nothing to resume; "
+                              "start a run from it with --init-from")
         saved = dict(state["config"], epochs=config.epochs)
         if saved != config.to_dict():
             raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
@@ -322,6 +344,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         "tuned_surrogate_width": trainer.tuned_width,
         "history": trainer.history,
     }
+    if init_from is not None:
+        metrics["initialized_from"] = str(init_from)
     if out is not None:
         write_json(out / METRICS, metrics)
     return metrics
