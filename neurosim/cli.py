@@ -208,6 +208,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from neurosim.export import compile_model
     from neurosim.train.trainer import METRICS, load_run
 
+    if args.format == "nir" and args.adapt and not args.profile:
+        raise UsageError("--adapt converts neurons for a chip: with --format nir it needs --profile")
     model, config, _ = load_run(args.run_dir)
     profile = args.profile or config.profile
     metrics_path = Path(args.run_dir) / METRICS
@@ -231,8 +233,6 @@ def _export_nir(args: argparse.Namespace, model, metadata: dict) -> int:
     from neurosim.export import compile_model
     from neurosim.export.nir_graph import graph_notes, to_nir, write_nir
 
-    if args.adapt and not args.profile:
-        raise UsageError("--adapt converts neurons for a chip: with --format nir it needs --profile")
     if args.profile:
         deployment = compile_model(model, args.profile, adapt=args.adapt, metadata=metadata)
         for change in deployment.metadata.get("adapted", []):
