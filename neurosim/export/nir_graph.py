@@ -252,7 +252,7 @@ def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, A
         if layer.kind == "linear" and len(shape) > 1:
             add(f"{layer.name}.flatten", nir.Flatten(input_type=np.array(shape), start_dim=0, end_dim=-1))
             shape = (math.prod(shape),)
-        meta = {META_KEY: json.dumps(layer.synapse)}
+        meta = {META_KEY: _json(layer.synapse, layer.name)}
         out = layer.weight.shape[0]
         if layer.kind == "conv2d":
             k = layer.weight.shape[-1]
@@ -277,17 +277,25 @@ def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, A
             add(f"{layer.name}.output_gain", nir.Scale(scale=np.full(shape, layer.output_gain)))
     add("output", nir.Output(output_type=np.array(shape)))
     try:
-        return nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: json.dumps(head), "dt": float(dt)},
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: _json(head, "graph"), "dt": float(dt)},
                             type_check=True)
     except (ValueError, AssertionError) as exc:  # a shape this module got wrong: say so, do not write it
         raise ExportError(f"NIR graph failed its type check ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _json(data: dict[str, Any], where: str) -> str:
+    """Metadata as a JSON string (HDF5 keeps it exactly; nested dicts and None would not survive)."""
+    try:
+        return json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"{where}: metadata is not plain data ({exc})") from None
 
 
 def _neuron_node(nir, layer: _Layer, shape: tuple[int, ...], dt: float):
     def full(value: float) -> np.ndarray:
         return np.full(shape, value, dtype=np.float64)
 
-    meta = {META_KEY: json.dumps(layer.neuron)}
+    meta = {META_KEY: _json(layer.neuron, layer.name)}
     if layer.readout:
         if layer.beta >= 1:
             return nir.I(r=full(1 / dt), metadata=meta)
