@@ -149,7 +149,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = _train_overrides(args)
     config = load_config(args.config, overrides) if args.config else config_from_data(overrides, "options")
-    metrics = train(config, args.out, resume=args.resume, progress=args.progress).metrics
+    metrics = train(config, args.out, resume=args.resume, progress=args.progress,
+                    init_from=args.init_from).metrics
     if not process_group().is_main:  # under torchrun rank 0 reports for all
         return 0
     noisy = metrics["test_accuracy_noisy"]
@@ -174,6 +175,8 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--config", metavar="FILE.yaml", help="training options from a YAML file")
     p.add_argument("--out", metavar="DIR", help="write checkpoint.pt, config.yaml and metrics.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from the weights of another run folder (e.g. one "
+                   "neurosim import wrote; use its config.yaml)")
     p.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100, or event data "
                    "binned to --timesteps frames: nmnist, dvsgesture, event-folder")
     p.add_argument("--data-root", metavar="DIR", help="local folder of the dataset's files")
@@ -218,6 +221,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from neurosim.export import compile_model
     from neurosim.train.trainer import METRICS, load_run
 
+    if args.format == "nir" and args.adapt and not args.profile:
+        raise UsageError("--adapt converts neurons for a chip: with --format nir it needs --profile")
     model, config, _ = load_run(args.run_dir)
     profile = args.profile or config.profile
     metrics_path = Path(args.run_dir) / METRICS
@@ -226,11 +231,52 @@ def _cmd_export(args: argparse.Namespace) -> int:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         metadata["training_metrics"] = {k: metrics.get(k) for k in
                                         ("test_accuracy", "test_accuracy_noisy", "epochs", "spikes_per_sample")}
+    if args.format == "nir":
+        return _export_nir(args, model, metadata)
     deployment = compile_model(model, profile, adapt=args.adapt, metadata=metadata)
     deployment.save(args.out, overwrite=args.force)
     for change in deployment.metadata.get("adapted", []):
         print(f"adapted: {change}")
     print(f"exported {len(deployment.layers)} layers to {deployment.profile.name}: {args.out}")
+    return 0
+
+
+def _export_nir(args: argparse.Namespace, model, metadata: dict) -> int:
+    """``export --format nir``: the float model, or with --profile its compiled deployment."""
+    from neurosim.export import compile_model
+    from neurosim.export.nir_graph import graph_notes, to_nir, write_nir
+
+    if args.profile:
+        deployment = compile_model(model, args.profile, adapt=args.adapt, metadata=metadata)
+        for change in deployment.metadata.get("adapted", []):
+            print(f"adapted: {change}")
+        graph, what = to_nir(deployment), f"deployment on {deployment.profile.name}"
+    else:
+        graph, what = to_nir(model, metadata), "float model"
+    write_nir(graph, args.out, overwrite=args.force)
+    for note in graph_notes(graph):
+        print(f"note: kept in NIR metadata only: {note}")
+    print(f"exported the {what} as a NIR graph of {len(graph.nodes)} nodes: {args.out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from neurosim.export.nir_graph import deployment_from_nir, import_run, read_nir
+
+    if args.timesteps is not None and args.timesteps < 1:
+        raise UsageError(f"--timesteps must be at least 1, got {args.timesteps}")
+    if args.artifact:
+        deployment = deployment_from_nir(read_nir(args.file), where=str(args.file))
+        deployment.save(args.out, overwrite=args.force)
+        print(f"imported a deployment of {len(deployment.layers)} layers on {deployment.profile.name}: {args.out}")
+        return 0
+    info = import_run(args.file, args.out, dataset=args.dataset, data_root=args.data_root, profile=args.profile,
+                      timesteps=args.timesteps, dt=args.dt, overwrite=args.force)
+    for note in info.notes:
+        print(f"note: {note}")
+    print(f"imported {info.spec} ({info.source}, {info.timesteps} steps, dt {info.dt:g} s): {args.out}/config.yaml, "
+          "checkpoint.pt, import.yaml")
+    print(f"train it further with: neurosim train --config {args.out}/config.yaml --init-from {args.out} --out NEW_DIR")
     return 0
 
 
@@ -328,15 +374,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(commands)
 
-    p = commands.add_parser("export", help="compile a trained run to a chip's integer format",
+    p = commands.add_parser("export", help="compile a trained run to a chip's integer format, or write it as NIR",
                             description="Compile the model of a training run to a fixed-point chip profile "
-                                        "(BN folding, quantization, limit checks) and save the artifact.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train")
-    p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the one it was trained for)")
-    p.add_argument("--out", required=True, metavar="DIR", help="artifact folder to write")
+                                        "(BN folding, quantization, limit checks) and save the artifact. With "
+                                        "--format nir write a NIR graph (needs the nir extra) instead: the float "
+                                        "model, or with --profile the compiled deployment (weights are integer codes "
+                                        "times their scale; codes, formats and profile in NIR metadata). What NIR "
+                                        "cannot express (soft reset, refractory steps, MP-Init) is kept in metadata "
+                                        "and listed.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train (or neurosim import)")
+    p.add_argument("--format", choices=("artifact", "nir"), default="artifact",
+                   help="artifact folder for neurosim run (default) or NIR graph file")
+    p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the one it was trained for; "
+                   "with --format nir: none, the float model)")
+    p.add_argument("--out", required=True, metavar="DIR|FILE.nir", help="artifact folder or NIR file to write")
     p.add_argument("--adapt", action="store_true", help="convert a neuron model that differs from the chip's")
-    p.add_argument("--force", action="store_true", help="replace an existing artifact")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact or file")
     p.set_defaults(func=_cmd_export)
+
+    p = commands.add_parser("import", help="turn a NIR graph into a training run (or an artifact)",
+                            description="Read a NIR graph (from neurosim export --format nir, snnTorch's "
+                                        "export_to_nir, ...; needs the nir extra) and write a training-run folder "
+                                        "that neurosim export, run (after export), sweep and train --init-from "
+                                        "accept. Time: forward Euler with the graph's dt (default 1e-4 s, "
+                                        "snnTorch's). Recurrent or branching graphs, unsupported nodes and "
+                                        "per-neuron parameters that differ within a layer are refused.")
+    p.add_argument("file", metavar="FILE.nir")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (or with --artifact, artifact) to write")
+    p.add_argument("--dataset", help="dataset the run uses (default: the graph's training metadata, else digits)")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--profile", metavar="NAME|PATH", help="chip profile of the run (default: the graph's, else ideal)")
+    p.add_argument("--timesteps", type=int, help="steps per sample (default: the graph's; required for other graphs)")
+    p.add_argument("--dt", type=float, metavar="SECONDS", help="the graph's time step (default: its metadata dt, "
+                   "else 1e-4)")
+    p.add_argument("--artifact", action="store_true", help="the graph holds a neurosim deployment (export --format nir "
+                   "--profile): write it back as the deployment artifact, integer codes exact")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_import)
 
     p = commands.add_parser("run", help="run an artifact on simulated chips (integer engine)",
                             description="Evaluate a deployment artifact bit-accurately on N sampled chip "

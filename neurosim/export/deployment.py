@@ -20,8 +20,6 @@ import hashlib
 import io
 import math
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from neurosim import __version__
 from neurosim.device.loading import read_yaml
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ArtifactError
+from neurosim.files import write_folder
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
@@ -216,38 +215,16 @@ class Deployment:
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the artifact folder atomically (temporary folder, then rename)."""
-        target = Path(path)
-        if target.exists() and not overwrite:
-            raise ArtifactError(f"{target}: already exists (use --force to replace it)")
         buffer = io.BytesIO()
         np.savez(buffer, **self.tensors())
         blob = buffer.getvalue()
         manifest = self.manifest(hashlib.sha256(blob).hexdigest())
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an artifact is an ordinary folder
-        except OSError as exc:
-            raise ArtifactError(f"{target}: cannot write here ({exc.strerror})") from None
-        try:
-            (tmp / TENSORS).write_bytes(blob)
-            (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ArtifactError(f"{target}: cannot write ({exc.strerror})") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+
+        def fill(folder: Path) -> None:
+            (folder / TENSORS).write_bytes(blob)
+            (folder / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+
+        return write_folder(path, fill, overwrite, ArtifactError)
 
 
 def profile_checksum(profile: DeviceProfile) -> str:
@@ -277,23 +254,25 @@ def load_deployment(path: str | os.PathLike[str]) -> Deployment:
     if not manifest_path.is_file():
         raise ArtifactError(f"{folder}: not a deployment artifact ({MANIFEST} is missing)")
     manifest = read_yaml(manifest_path, ArtifactError)
-    if not isinstance(manifest, dict) or manifest.get("format") != "neurosim-deployment":
-        raise ArtifactError(f"{manifest_path}: not a neurosim deployment manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"{manifest_path}: format version {version!r}, this neurosim reads "
-                            f"version {FORMAT_VERSION}")
+    _check_format(manifest, manifest_path)
     try:
-        return _from_manifest(manifest, manifest_path, tensors_path)
-    except ArtifactError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        arrays = _read_tensors(manifest["tensors"], manifest_path, tensors_path)
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest ({type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:200]})") from None
+    return deployment_from_manifest(manifest, arrays, manifest_path)
 
 
-def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: Path) -> Deployment:
-    tensors_entry = manifest["tensors"]
+def _check_format(manifest: Any, where: str | Path) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != "neurosim-deployment":
+        raise ArtifactError(f"{where}: not a neurosim deployment manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{where}: format version {version!r}, this neurosim reads "
+                            f"version {FORMAT_VERSION}")
+
+
+def _read_tensors(tensors_entry: dict[str, Any], manifest_path: Path, tensors_path: Path) -> dict[str, np.ndarray]:
     if tensors_entry.get("file") != TENSORS:
         raise ArtifactError(f"{manifest_path}: tensors.file must be {TENSORS!r}, got {tensors_entry.get('file')!r}")
     if not tensors_path.is_file():
@@ -305,18 +284,37 @@ def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: 
         raise ArtifactError(f"{tensors_path}: checksum mismatch (truncated or altered)")
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"{tensors_path}: unreadable ({' '.join(str(exc).split())[:200]})") from None
+
+
+def deployment_from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+                             where: str | Path) -> Deployment:
+    """The :class:`Deployment` a manifest (as :meth:`Deployment.manifest` writes it) and its
+    integer/float arrays (keyed as :meth:`Deployment.tensors`) describe, with the format version,
+    the profile checksum and every check of :func:`~neurosim.export.check_deployment` verified;
+    one-line ArtifactError naming ``where`` otherwise. Shared by the artifact folder and NIR."""
+    _check_format(manifest, where)
+    try:
+        return _from_manifest(manifest, arrays, str(where))
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ArtifactError(f"{where}: malformed manifest ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> Deployment:
     try:
         profile = DeviceProfile.model_validate(manifest["profile"]["spec"])
     except Exception as exc:  # pydantic ValidationError or a wrong type
-        raise ArtifactError(f"{manifest_path}: profile: invalid ({' '.join(str(exc).split())[:200]})") from None
+        raise ArtifactError(f"{where}: profile: invalid ({' '.join(str(exc).split())[:200]})") from None
     if profile_checksum(profile) != manifest["profile"].get("sha256"):
-        raise ArtifactError(f"{manifest_path}: profile checksum mismatch (the profile was altered)")
-    layers = [_layer_from_manifest(entry, arrays, manifest_path) for entry in manifest["layers"]]
+        raise ArtifactError(f"{where}: profile checksum mismatch (the profile was altered)")
+    layers = [_layer_from_manifest(entry, arrays, where) for entry in manifest["layers"]]
     if not layers or not layers[-1].readout:
-        raise ArtifactError(f"{manifest_path}: the last layer must be the readout")
+        raise ArtifactError(f"{where}: the last layer must be the readout")
     deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(manifest["input_shape"]),
                             int(manifest["num_classes"]), dict(manifest.get("metadata") or {}))
     from neurosim.export.compile import check_deployment
@@ -324,7 +322,7 @@ def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: 
     try:
         check_deployment(deployment)
     except ExportError as exc:
-        raise ArtifactError(f"{manifest_path}: {exc}") from None
+        raise ArtifactError(f"{where}: {exc}") from None
     return deployment
 
 
@@ -340,7 +338,7 @@ def _tensor(arrays: dict[str, np.ndarray], entry: dict[str, Any], where: str) ->
     return torch.from_numpy(array.copy())
 
 
-def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], where: Path) -> LayerDeployment:
+def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> LayerDeployment:
     neuron = entry["neuron"]
     return LayerDeployment(
         name=str(entry["name"]), kind=str(entry["kind"]),

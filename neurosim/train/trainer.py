@@ -334,6 +334,19 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
     return model.eval(), config, dataset
 
 
+def init_from_run(model: SpikingNetwork, run_dir: str | Path) -> None:
+    """Load the weights (and every buffer) of the model saved in training-run folder ``run_dir``
+    into ``model``, which must have the same architecture (e.g. a run ``neurosim import`` wrote)."""
+    path = Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"--init-from {run_dir}: its model does not fit this run's --model/--profile; train with "
+                          f"its config.yaml ({detail})") from None
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` gives back: the trained model (eval mode), its config, the metrics
@@ -346,11 +359,13 @@ class TrainResult:
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool | None = None, dataset: Dataset | None = None) -> TrainResult:
+          progress: bool | None = None, dataset: Dataset | None = None,
+          init_from: str | Path | None = None) -> TrainResult:
     """Train as ``config`` says; with ``out_dir`` write checkpoint, config and metrics there.
 
     ``resume`` continues from ``out_dir/checkpoint.pt`` (the config of the run must match apart
-    from ``epochs``) and ends with the weights of an uninterrupted run.
+    from ``epochs``) and ends with the weights of an uninterrupted run. ``init_from`` starts a new
+    run from the weights of another run folder (:func:`init_from_run`).
     """
     start = time.perf_counter()
     group = process_group()
@@ -366,11 +381,18 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     model = build_for(config, profile, dataset.input_shape, dataset.num_classes)
     if group.rank > 0:  # same initial weights on every rank, but each rank its own dropout masks
         torch.manual_seed(int(np.random.SeedSequence(config.seed, spawn_key=(group.rank,)).generate_state(1)[0]))
+    if init_from is not None:
+        if resume:
+            raise ConfigError("--init-from starts a new run; it cannot be combined with --resume")
+        init_from_run(model, init_from)
     trainer = Trainer(model, profile, config, dataset, progress, group)
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out, the folder of the run to continue")
         state = load_checkpoint(out / CHECKPOINT)
+        if "optimizer" not in state:
+            raise ConfigError(f"{out / CHECKPOINT}: holds weights only (an imported model), nothing to resume; "
+                              "start a run from it with --init-from")
         try:  # through the schema, so options added since the run was written take their defaults
             saved = config_from_data(dict(state["config"], epochs=config.epochs), "checkpoint").to_dict()
         except ConfigError:
@@ -406,6 +428,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         "tuned_surrogate_width": trainer.tuned_width,
         "history": trainer.history,
     }
+    if init_from is not None:
+        metrics["initialized_from"] = str(init_from)
     if out is not None and group.is_main:
         write_json(out / METRICS, metrics)
     return TrainResult(model.eval(), config, metrics, out)
