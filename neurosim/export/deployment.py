@@ -36,6 +36,8 @@ from neurosim import __version__
 from neurosim.device.loading import read_yaml
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ArtifactError
+from neurosim.files import TEMP_SUFFIX, make_folder, os_reason
+from neurosim.interrupts import held_signals
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
@@ -215,7 +217,10 @@ class Deployment:
         return out
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write the artifact folder atomically (temporary folder, then rename)."""
+        """Write the artifact folder atomically: into ``.NAME.<random>.tmp`` beside it, then
+        renamed into place. Ctrl-C or SIGTERM is held until the folder is complete (or, with
+        ``overwrite``, until the new folder has replaced the old one), so ``path`` is always a
+        complete artifact or absent; no temporary folder is left behind."""
         target = Path(path)
         if target.exists() and not overwrite:
             raise ArtifactError(f"{target}: already exists (use --force to replace it)")
@@ -223,30 +228,36 @@ class Deployment:
         np.savez(buffer, **self.tensors())
         blob = buffer.getvalue()
         manifest = self.manifest(hashlib.sha256(blob).hexdigest())
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an artifact is an ordinary folder
-        except OSError as exc:
-            raise ArtifactError(f"{target}: cannot write here ({exc.strerror})") from None
-        try:
-            (tmp / TENSORS).write_bytes(blob)
-            (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ArtifactError(f"{target}: cannot write ({exc.strerror})") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with held_signals():
+            make_folder(target.parent)
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent))
+            except OSError as exc:
+                raise ArtifactError(f"{target}: cannot write here ({os_reason(exc)})") from None
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an artifact is an ordinary folder
+                (tmp / TENSORS).write_bytes(blob)
+                (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+                if target.exists():
+                    old = target.with_name(f".{target.name}.old{TEMP_SUFFIX}")
+                    shutil.rmtree(old, ignore_errors=True)  # left by a process that was killed (SIGKILL)
+                    os.replace(target, old)
+                    try:
+                        os.replace(tmp, target)
+                    except BaseException:
+                        os.replace(old, target)  # put the previous artifact back
+                        raise
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, target)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise ArtifactError(f"{target}: cannot write ({os_reason(exc)}); nothing was changed") from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         return target
 
 
@@ -276,6 +287,9 @@ def load_deployment(path: str | os.PathLike[str]) -> Deployment:
     manifest_path, tensors_path = folder / MANIFEST, folder / TENSORS
     if not manifest_path.is_file():
         raise ArtifactError(f"{folder}: not a deployment artifact ({MANIFEST} is missing)")
+    for path in (manifest_path, tensors_path):
+        if path.is_symlink() and path.resolve().parent != folder.resolve():
+            raise ArtifactError(f"{path}: a link to {os.readlink(path)}, outside the artifact folder")
     manifest = read_yaml(manifest_path, ArtifactError)
     if not isinstance(manifest, dict) or manifest.get("format") != "neurosim-deployment":
         raise ArtifactError(f"{manifest_path}: not a neurosim deployment manifest")
@@ -307,6 +321,9 @@ def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: 
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ArtifactError(f"{tensors_path}: unreadable: it holds pickled Python objects, refused unexecuted (tensors are "
+                                "loaded with allow_pickle=False)") from None
         raise ArtifactError(f"{tensors_path}: unreadable ({' '.join(str(exc).split())[:200]})") from None
     try:
         profile = DeviceProfile.model_validate(manifest["profile"]["spec"])
@@ -317,8 +334,11 @@ def _from_manifest(manifest: dict[str, Any], manifest_path: Path, tensors_path: 
     layers = [_layer_from_manifest(entry, arrays, manifest_path) for entry in manifest["layers"]]
     if not layers or not layers[-1].readout:
         raise ArtifactError(f"{manifest_path}: the last layer must be the readout")
-    deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(manifest["input_shape"]),
-                            int(manifest["num_classes"]), dict(manifest.get("metadata") or {}))
+    metadata = manifest.get("metadata") or {}
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("training", {}), dict):
+        raise ArtifactError(f"{manifest_path}: metadata and metadata.training must be mappings")
+    deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(int(d) for d in manifest["input_shape"]),
+                            int(manifest["num_classes"]), dict(metadata))
     from neurosim.export.compile import check_deployment
     from neurosim.errors import ExportError
     try:
