@@ -39,7 +39,7 @@ LOAD_CPU_SECONDS = 2.0
 """CPU time one load of a generated input may take (they take milliseconds; the bound catches
 a hang or a blow-up without depending on how busy the machine is)."""
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2 ** 80), max_value=2 ** 80),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
