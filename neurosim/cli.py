@@ -2,17 +2,21 @@
 
 Every sub-command has ``--help``. A user error (bad profile, wrong path, bad option value) is
 printed as one ``error: ...`` line on stderr with exit status 2; nothing else is a traceback.
+Ctrl-C and SIGTERM stop a command with one ``interrupted by ...`` line naming what was kept and
+the command that resumes it, and exit status 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from neurosim import __version__
 from neurosim.errors import NeurosimError
+from neurosim.interrupts import Interrupted, handle_signals
 
 EXIT_USER_ERROR = 2
 
@@ -142,15 +146,31 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace):
+    """The TrainConfig of a ``train`` command line: --config FILE with the flags on top."""
     from neurosim.train.config import config_from_data, load_config
+
+    overrides = _train_overrides(args)
+    return load_config(args.config, overrides) if args.config else config_from_data(overrides, "options")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from neurosim.errors import ConfigError, DatasetError, ProfileError
     from neurosim.train.distributed import process_group
     from neurosim.train.trainer import train
 
-    overrides = _train_overrides(args)
-    config = load_config(args.config, overrides) if args.config else config_from_data(overrides, "options")
-    metrics = train(config, args.out, resume=args.resume, progress=args.progress,
-                    init_from=args.init_from).metrics
+    config = _train_config(args)
+    try:
+        metrics = train(config, args.out, resume=args.resume, progress=args.progress,
+                        init_from=args.init_from).metrics
+    except (ProfileError, DatasetError, ConfigError) as exc:
+        # a profile, dataset or model that comes from --config is named with that file
+        keys = {ProfileError: {"profile"}, DatasetError: {"dataset", "data_root"},
+                ConfigError: {"model", "neuron", "norm", "dropout", "timesteps"}}[type(exc)]
+        from_file = not isinstance(exc, ConfigError) or str(exc).startswith("model:")
+        if args.config and from_file and str(args.config) not in str(exc) and not keys & set(_train_overrides(args)):
+            raise type(exc)(f"{args.config}: {exc}") from None
+        raise
     if not process_group().is_main:  # under torchrun rank 0 reports for all
         return 0
     noisy = metrics["test_accuracy_noisy"]
@@ -212,7 +232,33 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--tune-width", action="store_true", help="seed 003 bisection of the fast_sigmoid width")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when the terminal is interactive)")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, interrupted=_train_interrupted)
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted one: the same arguments plus --resume."""
+    import shlex
+
+    args = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    return "neurosim " + shlex.join(args)
+
+
+def _train_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    from neurosim.train.trainer import CHECKPOINT, load_checkpoint
+
+    if not args.out:
+        return "nothing was saved (no --out)"
+    checkpoint = Path(args.out) / CHECKPOINT
+    config = _train_config(args)
+    try:
+        state = load_checkpoint(checkpoint)
+    except NeurosimError:
+        state = {}
+    saved = state.get("config")
+    if not isinstance(saved, dict) or dict(saved, epochs=config.epochs) != config.to_dict():
+        return f"no checkpoint of this run in {args.out} yet; run the same command to start again"
+    return (f"kept {checkpoint} (epoch {state.get('epoch')} of {config.epochs}); resume with: "
+            f"{resume_command(argv)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -280,6 +326,18 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    from neurosim.export.deployment import MANIFEST
+
+    if getattr(args, "format", "artifact") == "nir":
+        if Path(args.out).is_file():
+            return f"{args.out} is a complete NIR file (never a partial one); export again with --force to replace it"
+        return f"no NIR file was written to {args.out}; run the same command to export again"
+    if (Path(args.out) / MANIFEST).is_file():
+        return f"{args.out} holds a complete artifact (never a partial one); export again with --force to replace it"
+    return f"no artifact was written to {args.out}; run the same command to export again"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from neurosim.engine.evaluate import evaluate_deployment
     from neurosim.export import load_deployment
@@ -297,9 +355,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = evaluate_deployment(deployment, dataset.test, chips=args.chips, seed=args.seed,
                                  noise=not args.no_noise, batch_size=args.batch_size, progress=args.progress)
     print(report.summary())
-    if args.strict and report.total_saturations():
-        raise NeurosimError(f"{args.artifact}: {report.total_saturations():.0f} saturation/wrap events "
-                            "(--strict)")
+    overflow = report.overflowing_layers()
+    if args.strict and overflow:
+        raise NeurosimError(f"{args.artifact}: integer overflow (--strict): saturation/wrap events per sample in "
+                            + ", ".join(f"{name} {events:.3g}" for name, events in overflow.items()))
     return 0
 
 
@@ -310,7 +369,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                      vary=[[k, v] for k, v in parse_vary(args.vary or [])], profile=args.profile,
                      instances=args.instances, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
                      data_root=args.data_root, chunk=args.chunk, label=args.label)
-    summary = run_sweep(spec, args.out, resume=args.resume, progress=args.progress)
+    summary = run_sweep(spec, args.out, resume=args.resume, progress=args.progress, strict=args.strict)
     if summary:
         print(f"{'point':<34} {'accuracy mean':>13} {'p5':>7} {'p95':>7} {'spikes/sample':>14}")
         for row in summary:
@@ -320,6 +379,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"{row['spikes_per_sample_mean']:>14.1f}")
         print(f"wrote {args.out}/results.csv, summary.csv, sweep.yaml, plot.png")
     return 0
+
+
+def _sweep_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    from neurosim.sweep.runner import RESULTS
+
+    results = Path(args.out) / RESULTS
+    if not results.is_file():
+        return f"no results were written to {args.out}; run the same command to start again"
+    lines = results.read_bytes().count(b"\n")
+    return f"kept {max(lines - 1, 0)} complete result rows in {results}; resume with: {resume_command(argv)}"
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -390,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR|FILE.nir", help="artifact folder or NIR file to write")
     p.add_argument("--adapt", action="store_true", help="convert a neuron model that differs from the chip's")
     p.add_argument("--force", action="store_true", help="replace an existing artifact or file")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=_cmd_export, interrupted=_export_interrupted)
 
     p = commands.add_parser("import", help="turn a NIR graph into a training run (or an artifact)",
                             description="Read a NIR graph (from neurosim export --format nir, snnTorch's "
@@ -445,8 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--chunk", type=int, default=8, help="instances evaluated (and written) together")
     p.add_argument("--label", help="legend label in plots (default: the folder name)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first chip whose states saturated or wrapped (integer overflow)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=_cmd_sweep, interrupted=_sweep_interrupted)
 
     p = commands.add_parser("plot", help="plot one or more sweeps",
                             description="Accuracy vs noise (mean, 5-95 %% band over chips) and per-layer firing "
@@ -470,20 +541,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``neurosim`` command; returns the exit status."""
+    """Run the ``neurosim`` command; returns the exit status.
+
+    A user error is one ``error: ...`` line and status 2. Ctrl-C (SIGINT) or SIGTERM stops the
+    command cleanly (no temporary files, every file complete) with one ``interrupted ...`` line
+    saying what was kept and how to resume, and status 130 (SIGINT) or 143 (SIGTERM).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except NeurosimError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if "torch.distributed" in sys.modules:  # leave a torchrun process group cleanly
-            from neurosim.train.distributed import close_process_group
-            close_process_group()
+    with handle_signals():
+        try:
+            return args.func(args)
+        except NeurosimError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+            try:
+                kept = args.interrupted(args, argv) if hasattr(args, "interrupted") else ""
+            except (Exception, KeyboardInterrupt):  # noqa: BLE001 - the message is best effort
+                kept = ""
+            print(f"interrupted by {signal.Signals(signum).name}" + (f": {one_line(kept)}" if kept else ""),
+                  file=sys.stderr)
+            return 128 + signum
+        finally:
+            if "torch.distributed" in sys.modules:  # leave a torchrun process group cleanly
+                from neurosim.train.distributed import close_process_group
+                close_process_group()
 
 
 if __name__ == "__main__":

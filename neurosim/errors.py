@@ -42,3 +42,14 @@ class ArtifactError(NeurosimError):
     """A deployment artifact is missing, truncated, altered, of another format version, or not
     an artifact at all."""
 
+
+
+class OutputError(NeurosimError):
+    """An output file or folder cannot be written: no permission, a read-only or full disk, a
+    path that runs through a regular file. The message names the path and the system's reason;
+    the file that was there before, if any, is unchanged."""
+
+
+class TrainingDiverged(NeurosimError):
+    """Training produced a NaN or infinite loss, weight, threshold or state; the message names
+    the epoch, the step and what became non-finite, and the last good checkpoint is kept."""

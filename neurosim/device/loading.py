@@ -78,22 +78,13 @@ def resolve_profile_path(name_or_path: str | os.PathLike[str], relative_to: Path
 # safe YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses duplicate keys and over-deep documents."""
+_SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML was built with it (about 10x faster), else the pure-Python one."""
 
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML hook
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            mark = self.peek_event().start_mark
-            raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {mark.line + 1}")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+class _StrictLoader(_SafeBase):
+    """PyYAML's safe loader that refuses duplicate keys (depth and size are bounded by
+    :func:`_check_shape` before this loader runs)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
         seen: set[Any] = set()
@@ -109,6 +100,26 @@ class _StrictLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _check_shape(text: str) -> None:
+    """Stream the parser's events (no objects are built) and stop at the first level of nesting
+    deeper than :data:`MAX_DEPTH` or the first value past :data:`MAX_NODES`, so that a hostile
+    document costs at most a bounded parse before it is refused."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=_SafeBase):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {event.start_mark.line + 1}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            continue
+        elif not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            continue
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise yaml.YAMLError(f"document has more than {MAX_NODES} values")
 
 
 def _count_nodes(data: Any, budget: list[int]) -> None:
@@ -139,6 +150,7 @@ def read_yaml(path: Path, error: type[NeurosimError] = ProfileError) -> Any:
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror})") from None
     try:
+        _check_shape(text)
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
         _count_nodes(data, [MAX_NODES])
     except yaml.MarkedYAMLError as exc:
@@ -147,6 +159,9 @@ def read_yaml(path: Path, error: type[NeurosimError] = ProfileError) -> Any:
         raise error(f"{path}: invalid YAML{where}: {exc.problem or exc}") from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise error(f"{path}: invalid YAML: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more digits than int() converts
+        reason = str(exc).split(";")[0] if "digits" in str(exc) else str(exc)
+        raise error(f"{path}: invalid YAML: a value cannot be read ({' '.join(reason.split())[:200]})") from None
     return data
 
 

@@ -38,6 +38,12 @@ class DeploymentReport:
         """Saturation and wrap events over all layers and chips (per sample, summed)."""
         return sum(sum(c["saturations"]) for c in self.layer_counts.values())
 
+    def overflowing_layers(self) -> dict[str, float]:
+        """Layers whose membrane or synaptic states saturated or wrapped (integer overflow),
+        mapped to the mean over chips of their events per sample."""
+        return {name: self.mean_over_chips(name, "saturations") for name in self.layer_counts
+                if sum(self.layer_counts[name]["saturations"]) > 0}
+
     def mean_over_chips(self, layer: str, what: str) -> float:
         """Mean over chips of a per-sample count of a layer."""
         values = self.layer_counts[layer][what]
@@ -53,6 +59,12 @@ class DeploymentReport:
             lines.append(f"{name:<10} {self.mean_over_chips(name, 'spikes'):>14.2f} "
                          f"{self.mean_over_chips(name, 'synaptic_ops'):>14.1f} "
                          f"{self.mean_over_chips(name, 'saturations'):>19.3f}")
+        overflow = self.overflowing_layers()
+        if overflow:
+            lines.append("integer overflow (saturation/wrap events per sample): "
+                         + ", ".join(f"{name} {events:.3g}" for name, events in overflow.items()))
+        else:
+            lines.append("integer overflow: none")
         if self.energy_pj_per_sample is not None:
             mean = sum(self.energy_pj_per_sample) / len(self.energy_pj_per_sample)
             lines.append(f"energy: {mean / 1e3:.3f} nJ per sample (profile estimate)")

@@ -173,11 +173,68 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
                            output_shape=out_shape, stride=stride, padding=padding, input_step=in_step)
 
 
+def check_structure(deployment: Deployment) -> None:
+    """The layer graph is one the engine can run: positive time steps and sizes, each layer's
+    weight of its kind's rank, its input the previous layer's (pooled) output, known reset and
+    geometry, a state unit per layer or per output channel, and a linear readout with one
+    output per class. (A compiled model always passes; a hand-edited artifact may not.)"""
+    if deployment.timesteps < 1:
+        raise ExportError(f"model: timesteps = {deployment.timesteps}, expected at least 1")
+    if not deployment.input_shape or min(deployment.input_shape) < 1:
+        raise ExportError(f"input: shape {list(deployment.input_shape)} is not a list of positive sizes")
+    shape = tuple(deployment.input_shape)
+    for layer in deployment.layers:
+        where, weight = layer.name, layer.weight
+        if layer.kind not in ("linear", "conv2d"):
+            raise ExportError(f"{where}: unknown layer kind {layer.kind!r}")
+        if weight.dim() != (2 if layer.kind == "linear" else 4) or weight.numel() == 0:
+            raise ExportError(f"{where}: a {layer.kind} weight of shape {list(weight.shape)}")
+        if layer.stride < 1 or layer.padding < 0 or layer.pool < 0 or layer.refractory < 0:
+            raise ExportError(f"{where}: stride {layer.stride}, padding {layer.padding}, pool {layer.pool}, "
+                              f"refractory {layer.refractory}: expected stride >= 1 and the others >= 0")
+        if layer.reset not in ("hard", "soft"):
+            raise ExportError(f"{where}: reset {layer.reset!r}, expected 'hard' or 'soft'")
+        if not (math.isfinite(layer.input_step) and layer.input_step > 0):
+            raise ExportError(f"{where}: input_step = {layer.input_step}, expected a positive number")
+        if layer.synapse_decay is not None and not 0 < layer.synapse_decay <= 1:
+            raise ExportError(f"{where}: synapse_decay = {layer.synapse_decay} outside (0, 1]")
+        if layer.kind == "linear":
+            if int(math.prod(shape)) != int(weight.shape[1]) or int(math.prod(layer.input_shape)) != int(weight.shape[1]):
+                raise ExportError(f"{where}: takes {int(weight.shape[1])} inputs, the layer before gives "
+                                  f"{int(math.prod(shape))}")
+            expected = (int(weight.shape[0]),)
+        else:
+            k = int(weight.shape[-1])
+            if len(shape) != 3 or tuple(layer.input_shape) != shape or int(weight.shape[1]) != shape[0] \
+                    or int(weight.shape[2]) != k:
+                raise ExportError(f"{where}: a convolution of weight {list(weight.shape)} does not fit its input "
+                                  f"{list(shape)}")
+            expected = (int(weight.shape[0]), (shape[1] + 2 * layer.padding - k) // layer.stride + 1,
+                        (shape[2] + 2 * layer.padding - k) // layer.stride + 1)
+        if tuple(layer.output_shape) != expected or min(expected) < 1:
+            raise ExportError(f"{where}: output shape {list(layer.output_shape)}, the weight and input give "
+                              f"{list(expected)}")
+        if layer.unit.numel() not in (1, int(weight.shape[0])):
+            raise ExportError(f"{where}: {layer.unit.numel()} state units for {int(weight.shape[0])} outputs")
+        shape = expected
+        if layer.pool:
+            if layer.kind != "conv2d" or shape[1] < layer.pool or shape[2] < layer.pool:
+                raise ExportError(f"{where}: max pool {layer.pool} needs a convolution output of at least that size")
+            shape = (shape[0], shape[1] // layer.pool, shape[2] // layer.pool)
+    readout = deployment.layers[-1] if deployment.layers else None
+    if readout is None or not readout.readout or readout.kind != "linear" or readout.pool:
+        raise ExportError("model: the last layer must be a linear readout")
+    if int(readout.weight.shape[0]) != deployment.num_classes:
+        raise ExportError(f"readout: {int(readout.weight.shape[0])} outputs for {deployment.num_classes} classes")
+
+
 def check_deployment(deployment: Deployment) -> None:
-    """Every ``limits`` entry of the profile and every value against the number formats."""
+    """The layer graph (:func:`check_structure`), every ``limits`` entry of the profile and
+    every value against the number formats."""
     profile, num, limits = deployment.profile, deployment.profile.numerics, deployment.profile.limits
     if num.is_float:
         raise ExportError(f"profile {profile.name}: computes in float; a deployment needs fixed point")
+    check_structure(deployment)
     w_lo, w_hi = fp.int_range(num.weight_bits)
     bias_bits = num.bias_bits or num.membrane_bits
     for layer in deployment.layers:

@@ -214,7 +214,9 @@ class Deployment:
         return out
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write the artifact folder atomically (temporary folder, then rename)."""
+        """Write the artifact folder atomically: into ``.NAME.<random>.tmp`` beside it, then
+        renamed into place (:func:`~neurosim.files.write_folder`). Ctrl-C or SIGTERM is held until
+        the folder is complete, so ``path`` is always a complete artifact or absent."""
         buffer = io.BytesIO()
         np.savez(buffer, **self.tensors())
         blob = buffer.getvalue()
@@ -253,6 +255,9 @@ def load_deployment(path: str | os.PathLike[str]) -> Deployment:
     manifest_path, tensors_path = folder / MANIFEST, folder / TENSORS
     if not manifest_path.is_file():
         raise ArtifactError(f"{folder}: not a deployment artifact ({MANIFEST} is missing)")
+    for path in (manifest_path, tensors_path):
+        if path.is_symlink() and path.resolve().parent != folder.resolve():
+            raise ArtifactError(f"{path}: a link to {os.readlink(path)}, outside the artifact folder")
     manifest = read_yaml(manifest_path, ArtifactError)
     _check_format(manifest, manifest_path)
     try:
@@ -286,6 +291,9 @@ def _read_tensors(tensors_entry: dict[str, Any], manifest_path: Path, tensors_pa
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ArtifactError(f"{tensors_path}: unreadable: it holds pickled Python objects, refused unexecuted (tensors are "
+                                "loaded with allow_pickle=False)") from None
         raise ArtifactError(f"{tensors_path}: unreadable ({' '.join(str(exc).split())[:200]})") from None
 
 
@@ -315,8 +323,11 @@ def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray], wher
     layers = [_layer_from_manifest(entry, arrays, where) for entry in manifest["layers"]]
     if not layers or not layers[-1].readout:
         raise ArtifactError(f"{where}: the last layer must be the readout")
-    deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(manifest["input_shape"]),
-                            int(manifest["num_classes"]), dict(manifest.get("metadata") or {}))
+    metadata = manifest.get("metadata") or {}
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("training", {}), dict):
+        raise ArtifactError(f"{where}: metadata and metadata.training must be mappings")
+    deployment = Deployment(profile, layers, int(manifest["timesteps"]), tuple(int(d) for d in manifest["input_shape"]),
+                            int(manifest["num_classes"]), dict(metadata))
     from neurosim.export.compile import check_deployment
     from neurosim.errors import ExportError
     try:

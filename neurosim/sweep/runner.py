@@ -32,8 +32,9 @@ from neurosim.device import DynamicNoise, load_profile, sample_chips
 from neurosim.device.profile import DeviceProfile
 from neurosim.engine.engine import count_synaptic_ops, estimate_energy
 from neurosim.engine.evaluate import evaluate_deployment
-from neurosim.errors import ConfigError, NeurosimError
-from neurosim.files import write_text, write_yaml
+from neurosim.errors import ConfigError, NeurosimError, OutputError
+from neurosim.files import make_folder, os_reason, write_text, write_yaml
+from neurosim.interrupts import held_signals
 from neurosim.sweep.grid import Point, make_points, profile_at
 from neurosim.train.distributed import process_group
 
@@ -213,8 +214,11 @@ def _read_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
-        with open(path, "r+b") as handle:
-            handle.truncate(len(data))
+        try:
+            with open(path, "r+b") as handle:
+                handle.truncate(len(data))
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot cut off its torn last line ({os_reason(exc)})") from None
     lines = data.decode("utf-8").splitlines()
     if not lines:
         return []
@@ -263,8 +267,13 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------ the sweep
 
-def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Run (or continue) a sweep into ``out``; returns the summary rows (rank 0; others get [])."""
+def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: bool | None = None,
+              strict: bool = False) -> list[dict[str, Any]]:
+    """Run (or continue) a sweep into ``out``; returns the summary rows (rank 0; others get []).
+
+    With ``strict``, the first result row with saturation or wrap events (integer overflow of a
+    membrane or synaptic state) stops the sweep with a :class:`NeurosimError`; the rows written
+    until then are kept and ``resume`` continues after them."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -288,7 +297,10 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
                                              "timesteps": evaluator.timesteps, "kind": evaluator.kind,
                                              "profile_name": evaluator.base.name})
     group.barrier()
-    done = {(int(r["point"]), int(r["instance"])) for r in _read_rows(results, columns)}
+    existing = _read_rows(results, columns)
+    if strict:
+        _refuse_overflow(existing, points, results)
+    done = {(int(r["point"]), int(r["instance"])) for r in existing}
     items = []
     for i, point in enumerate(points):
         todo = [k for k in range(spec.instances) if (i, k) not in done]
@@ -300,14 +312,10 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
                                         for row in evaluator.rows(points[mine[0]], mine[1])]
         gathered = group.gather(rows)
         if rank == 0:
-            with open(results, "a", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                for part in gathered:
-                    for row in part:
-                        writer.writerow([_format(row[c]) for c in columns])
-                handle.flush()
-                os.fsync(handle.fileno())
+            _append_rows(results, columns, [row for part in gathered for row in part])
             bar.update(min(world, len(items) - r))
+        if strict:
+            _refuse_overflow([row for part in gathered for row in part], points, results)
     bar.close()
     summary: list[dict[str, Any]] = []
     if rank == 0:
@@ -320,6 +328,33 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
     return summary
 
 
+def _append_rows(results: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Append result rows and fsync them; a signal is held until the chunk is on disk, so the
+    file never ends in a torn line unless the process is killed outright."""
+    with held_signals():
+        try:
+            with open(results, "a", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                for row in rows:
+                    writer.writerow([_format(row[c]) for c in columns])
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise OutputError(f"{results}: cannot append result rows ({os_reason(exc)}); the rows before "
+                              "them are kept, --resume continues") from None
+
+
+def _refuse_overflow(rows: list[dict[str, Any]], points: list[Point], results: Path) -> None:
+    """``--strict``: a NeurosimError naming the first row with saturation/wrap events."""
+    for row in rows:
+        events = float(row["saturations_per_sample"])
+        if events > 0:
+            point = points[int(row["point"])]
+            setting = ", ".join(f"{k}={v:g}" for k, v in point.items())
+            raise NeurosimError(f"{results}: point {row['point']} ({setting}), chip {row['instance']}: "
+                                f"{events:g} saturation/wrap events per sample (integer overflow; --strict)")
+
+
 def _prepare(out: Path, spec: SweepSpec, resume: bool, columns: list[str], facts: dict[str, Any]) -> None:
     spec_path = out / SPEC
     saved = {**spec.to_dict(), "neurosim_version": __version__, "columns": columns, **facts}
@@ -328,16 +363,15 @@ def _prepare(out: Path, spec: SweepSpec, resume: bool, columns: list[str], facts
             raise NeurosimError(f"{out}: no sweep to resume ({SPEC} is missing)")
         from neurosim.device.loading import read_yaml
         previous = read_yaml(spec_path, NeurosimError)
-        if {k: v for k, v in previous.items() if k != "neurosim_version"} != \
+        if not isinstance(previous, dict) or {k: v for k, v in previous.items() if k != "neurosim_version"} != \
                 {k: v for k, v in saved.items() if k != "neurosim_version"}:
             raise NeurosimError(f"{spec_path}: this sweep was started with other options; resume it with "
                                 "the same ones (see that file)")
+        if not (out / RESULTS).exists():  # stopped between sweep.yaml and the header
+            write_text(out / RESULTS, ",".join(columns) + "\n")
         return
     if spec_path.exists() or (out / RESULTS).exists():
         raise NeurosimError(f"{out}: a sweep is already there; --resume continues it, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
+    make_folder(out)
     write_yaml(spec_path, saved)
     write_text(out / RESULTS, ",".join(columns) + "\n")

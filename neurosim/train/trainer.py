@@ -20,6 +20,8 @@ output folder, and resumes a run from its last checkpoint with identical results
 from __future__ import annotations
 
 import math
+import pickle
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,8 @@ from torch import Tensor
 from neurosim.device import load_profile, sample_chips
 from neurosim.device.chips import ChipInstances, DynamicNoise
 from neurosim.device.profile import DeviceProfile
-from neurosim.errors import ConfigError, NeurosimError
-from neurosim.files import atomic_write, write_json, write_yaml
+from neurosim.errors import ConfigError, NeurosimError, TrainingDiverged
+from neurosim.files import atomic_write, make_folder, write_json, write_yaml
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
@@ -178,15 +180,27 @@ class Trainer:
             if group.distributed:  # every rank must see the same verdict below, or the others hang
                 batch_loss, = group.sum([batch_loss])
             if not math.isfinite(batch_loss):
-                raise NeurosimError(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
-                                    f"loss is {batch_loss / global_size}; lower --lr or check the model")
+                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
+                                       f"the loss is {batch_loss / global_size}; lower --lr or check the model")
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages the ranks' gradients; this scale makes that average the gradient of the
             # global batch's mean loss (exactly the one-process gradient when slices are uneven).
             (loss * (group.world * len(targets) / global_size)).backward()
             if self.config.grad_scaling.enabled:
                 methods.scale_gradients(self.model, self.config.grad_scaling.alpha, reduce=group.mean_)
-            self.optimizer.step()
+            # the ranks' parameters are equal after DDP's averaged step, so both verdicts below are too
+            try:
+                self.optimizer.step()
+            except RuntimeError as exc:  # a step too large for float32 ("... without overflow")
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: the "
+                                       f"optimiser step overflows ({_short(exc)}); lower --lr") from None
+            bad = non_finite_state(self.model)
+            if bad is not None:
+                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
+                                       f"{bad} became NaN or inf after the optimiser step; lower --lr or check "
+                                       "the model")
             self.global_step += 1
             total_loss += batch_loss
             correct += (logits.argmax(1) == targets).sum().item()
@@ -274,6 +288,17 @@ class Trainer:
 
 
 @torch.no_grad()
+def non_finite_state(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter or floating-point buffer of ``model`` (weights,
+    thresholds, decays, surrogate widths, BN statistics, MP-Init potentials) that holds a NaN or
+    an infinity, or None if all are finite."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+@torch.no_grad()
 def chip_accuracies(model: SpikingNetwork, profile: DeviceProfile, batches: list[tuple[Tensor, Tensor]],
                     chips: int, seed: int) -> list[float]:
     """Accuracy of ``model`` (in eval mode) on chip instances 0..chips-1 of ``profile`` drawn with
@@ -307,9 +332,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise NeurosimError(f"{path}: no checkpoint to resume from") from None
-    except Exception as exc:  # any unpickling problem of a corrupt or foreign file
-        raise NeurosimError(f"{path}: not a neurosim checkpoint ({' '.join(str(exc).split())[:200]})") from None
+        raise NeurosimError(f"{path}: no checkpoint there") from None
+    except pickle.UnpicklingError as exc:  # weights_only refused something that is not plain data
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f"the Python global {found.group(1)}" if found else "a Python object that is not plain data"
+        raise NeurosimError(f"{path}: not a neurosim checkpoint: it holds {what}, refused unexecuted "
+                            "(checkpoints are loaded with weights_only=True)") from None
+    except Exception as exc:  # noqa: BLE001 - any other problem of a truncated, corrupt or foreign file
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise NeurosimError(f"{path}: not a neurosim checkpoint (truncated, corrupt or another format: "
+                            f"{reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise NeurosimError(f"{path}: not a neurosim checkpoint of format {CHECKPOINT_FORMAT}")
     return state
@@ -327,10 +359,17 @@ def load_run(run_dir: str | Path, dataset: Dataset | None = None) -> tuple[Spiki
     state = load_checkpoint(run / CHECKPOINT)
     dataset = dataset or dataset_of(config.to_dict())
     model = build_for(config, load_profile(config.profile), dataset.input_shape, dataset.num_classes)
-    model.load_state_dict(state["model"])
-    if state.get("tuned_width") is not None:
-        for node in model.spiking_nodes():
-            node.surrogate.gamma = float(state["tuned_width"])
+    try:
+        model.load_state_dict(state["model"])
+        if state.get("tuned_width") is not None:
+            for node in model.spiking_nodes():
+                node.surrogate.gamma = float(state["tuned_width"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise NeurosimError(f"{run / CHECKPOINT}: does not fit the model of {run / CONFIG} "
+                            f"({_short(exc)})") from None
+    bad = non_finite_state(model)
+    if bad is not None:
+        raise NeurosimError(f"{run / CHECKPOINT}: {bad} holds NaN or inf")
     return model.eval(), config, dataset
 
 
@@ -358,6 +397,22 @@ class TrainResult:
     out: Path | None = None
 
 
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, at most 200 characters (PyTorch's state-dict errors
+    put the useful part on the lines after a heading)."""
+    text = " ".join(str(exc).replace("Error(s) in loading state_dict for SpikingNetwork:", "").split())
+    return text[:200] or type(exc).__name__
+
+
+def _kept_checkpoint(out: Path | None, epoch: int | None) -> str:
+    """What a stopped run leaves: its last checkpoint (written at the end of ``epoch``), or none."""
+    if out is None:
+        return "nothing was saved (no output folder)"
+    if epoch is None:
+        return "it stopped before its first checkpoint"
+    return f"kept the last good checkpoint {out / CHECKPOINT} (epoch {epoch})"
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, dataset: Dataset | None = None,
           init_from: str | Path | None = None) -> TrainResult:
@@ -370,11 +425,6 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     start = time.perf_counter()
     group = process_group()
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and group.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise NeurosimError(f"{out}: cannot create output folder ({exc.strerror})") from None
     profile = load_profile(config.profile)
     dataset = dataset or dataset_of(config.to_dict())
     torch.manual_seed(config.seed)
@@ -393,25 +443,39 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         if "optimizer" not in state:
             raise ConfigError(f"{out / CHECKPOINT}: holds weights only (an imported model), nothing to resume; "
                               "start a run from it with --init-from")
+        saved = state.get("config")
         try:  # through the schema, so options added since the run was written take their defaults
-            saved = config_from_data(dict(state["config"], epochs=config.epochs), "checkpoint").to_dict()
+            saved = (config_from_data(dict(saved, epochs=config.epochs), "checkpoint").to_dict()
+                     if isinstance(saved, dict) else None)
         except ConfigError:
             saved = None
         if saved != config.to_dict():
             raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
                               "resume with the run's own config.yaml")
-        trainer.restore(state)
+        try:
+            trainer.restore(state)
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise NeurosimError(f"{out / CHECKPOINT}: does not fit this model ({_short(exc)})") from None
+        bad = non_finite_state(model)
+        if bad is not None:
+            raise NeurosimError(f"{out / CHECKPOINT}: {bad} holds NaN or inf; nothing to resume from")
     elif config.tune_width.enabled:
         trainer.tune_width()
-    if out is not None and group.is_main:
+    if out is not None and group.is_main:  # only now: a run refused above leaves no folder behind
+        make_folder(out)
         write_yaml(out / CONFIG, config.to_dict())
+    saved_epoch = trainer.epoch if resume else None  # the epoch of the checkpoint this run has on disk
     while trainer.epoch < config.epochs:
-        epoch_metrics = trainer.train_epoch()
+        try:
+            epoch_metrics = trainer.train_epoch()
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{exc}; {_kept_checkpoint(out, saved_epoch)}") from None
         test = trainer.evaluate()
         epoch_metrics.update(epoch=trainer.epoch, test_accuracy=test["accuracy"])
         trainer.history.append(epoch_metrics)
         if out is not None:
             trainer.save(out / CHECKPOINT)
+            saved_epoch = trainer.epoch
     final = trainer.evaluate(chips=config.eval_chips)
     metrics = {
         "test_accuracy": final["accuracy"],
