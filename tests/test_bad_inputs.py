@@ -43,6 +43,9 @@ MNIST = (("train", "--dataset", "mnist", "--data-root", "{input}", "--epochs", "
           "--no-progress"),)
 CIFAR = (("train", "--dataset", "cifar10", "--data-root", "{input}", "--epochs", "1", "--out", "{out}",
           "--no-progress"),)
+NIR = (("import", "{input}", "--out", "{out}", "--timesteps", "3"),
+       ("import", "{input}", "--artifact", "--out", "{out}"))
+NIR_ARTIFACT = (("import", "{input}", "--artifact", "--out", "{out}"),)
 
 # entry -> (commands, words every error line must contain; a dict gives words per command)
 CASES: dict[str, tuple[tuple[tuple[str, ...], ...], list[str] | dict[str, list[str]]]] = {
@@ -144,6 +147,14 @@ CASES: dict[str, tuple[tuple[tuple[str, ...], ...], list[str] | dict[str, list[s
     "dataset-root-is-a-file.txt": (MNIST, ["is not a folder"]),
     "dataset-cifar10-malicious-pickle": (CIFAR, ["data_batch_1", "refused pickle global io.open"]),
     "dataset-cifar10-text-instead-of-pickle": (CIFAR, ["data_batch_1", "not a readable pickle"]),
+    # NIR graphs (neurosim import)
+    "nir-not-hdf5.nir": (NIR, ["not a readable NIR graph", "file signature not found"]),
+    "nir-truncated.nir": (NIR, ["not a readable NIR graph", "truncated file"]),
+    "nir-unsupported-node.nir": (NIR, {"import": ["node 'delay'", "no neurosim equivalent"],
+                                       "import --artifact": ["holds no neurosim deployment"]}),
+    "nir-recurrent.nir": (NIR, {"import": ["block0.neuron", "recurrent edge"],
+                                "import --artifact": ["holds no neurosim deployment"]}),
+    "nir-float-model-as-artifact.nir": (NIR_ARTIFACT, ["holds no neurosim deployment"]),
 }
 
 CREATED_BY_THE_TEST = {"dataset-mnist-empty-folder", "artifact-empty-folder"}
@@ -186,7 +197,10 @@ def arguments(command: tuple[str, ...], entry: Path, out: Path) -> list[str]:
 
 
 def words_for(words, command: tuple[str, ...]) -> list[str]:
-    return words[command[0]] if isinstance(words, dict) else words
+    """The words for ``command``: a dict is keyed by the command name, or by ``import --artifact``."""
+    if not isinstance(words, dict):
+        return words
+    return words.get(f"{command[0]} --artifact" if "--artifact" in command else command[0]) or words[command[0]]
 
 
 def check_error_line(stderr: str, entry: Path, words: list[str]) -> None:

@@ -1,10 +1,10 @@
-"""Re-create the generated half of the bad-input corpus (artifacts, training runs, datasets).
+"""Re-create the generated half of the bad-input corpus (artifacts, training runs, datasets, NIR).
 
 The hand-written YAML files beside this script (``profile-*.yaml``, ``config-*.yaml``) are kept
 as they are; every folder or file this script makes is listed in :data:`GENERATED` and is
 deleted and rebuilt. Each starts from a small *good* input — a seeded two-layer deployment
 (64 -> 4 -> 10 on hardreset-noisy), a one-epoch ``mlp:4`` training run on digits, a 4x4-pixel
-MNIST folder — and damages it in one way, named by the entry. Run from the repository root:
+MNIST folder, a NIR graph of an untrained ``mlp:4`` — and damages it in one way, named by the entry. Run from the repository root:
 
     python tests/data/bad/generate.py
 
@@ -215,7 +215,33 @@ def datasets(out: Path) -> None:
     (out / "dataset-root-is-a-file.txt").write_text("a file where a dataset folder was expected\n", encoding="utf-8")
 
 
-GENERATED_PREFIXES = ("artifact-", "run-", "dataset-")
+# ------------------------------------------------------------------ NIR graphs
+
+def nir_graphs(out: Path) -> None:
+    import nir
+
+    from neurosim.export.nir_graph import to_nir, write_nir
+    from neurosim.nn import build_model
+
+    torch.manual_seed(0)
+    graph = to_nir(build_model("mlp:4", (1, 8, 8), 10, 3))
+    write_nir(graph, out / "nir-float-model-as-artifact.nir", overwrite=True)
+    data = (out / "nir-float-model-as-artifact.nir").read_bytes()
+    (out / "nir-truncated.nir").write_bytes(data[: len(data) // 2])
+    (out / "nir-not-hdf5.nir").write_text("a text file where a NIR graph was expected\n", encoding="utf-8")
+    delay = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "delay": nir.Delay(np.ones(3)),
+                                "output": nir.Output(np.array([3]))},
+                         edges=[("input", "delay"), ("delay", "output")])
+    write_nir(delay, out / "nir-unsupported-node.nir", overwrite=True)
+    nodes = dict(graph.nodes)
+    hidden = nodes["block0.neuron"]
+    nodes["block0.recurrent"] = nir.Linear(np.eye(len(np.ravel(hidden.tau))))
+    recurrent = nir.NIRGraph(nodes=nodes, edges=list(graph.edges) + [("block0.neuron", "block0.recurrent"),
+                                                                     ("block0.recurrent", "block0.neuron")])
+    write_nir(recurrent, out / "nir-recurrent.nir", overwrite=True)
+
+
+GENERATED_PREFIXES = ("artifact-", "run-", "dataset-", "nir-")
 
 
 def main() -> None:
@@ -228,6 +254,7 @@ def main() -> None:
         artifacts(HERE, good)
         runs(HERE, work)
         datasets(HERE)
+        nir_graphs(HERE)
     print(f"wrote {sum(1 for e in HERE.iterdir() if e.name.startswith(GENERATED_PREFIXES))} generated entries "
           f"in {HERE}")
 
