@@ -84,6 +84,8 @@ class SnnTorchNetwork(nn.Module):
             self.neurons.append(snn.Leaky(beta=BETA, threshold=THRESHOLD, reset_mechanism="zero",
                                           spike_grad=surrogate.atan(alpha=ATAN_ALPHA)))
         self.readout = nn.Linear(geometry[-1]["in"][0], CLASSES)
+        self.record_spikes: list[Tensor] | None = None
+        """When a list, each forward appends every layer's spikes ``[T, batch, ...]`` (the check)."""
 
     def forward(self, x: Tensor) -> Tensor:
         steps, batch = self.timesteps, x.shape[0]
@@ -100,6 +102,8 @@ class SnnTorchNetwork(nn.Module):
                 spk, mem = lif(currents[t], mem)
                 spikes.append(spk)
             seq = torch.stack(spikes)
+            if self.record_spikes is not None:
+                self.record_spikes.append(seq.detach())
         out = self.readout(seq.flatten(2).reshape(steps * batch, -1)).reshape(steps, batch, -1)
         return out.sum(0) / steps
 

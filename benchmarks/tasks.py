@@ -101,12 +101,12 @@ def _peer(config: dict[str, Any], net: Network) -> torch.nn.Module:
     return model
 
 
-def run_train(config: dict[str, Any]) -> dict[str, Any]:
-    """Median training step (zero_grad + forward + backward + SGD step) on one synthetic batch."""
+def train_workload(config: dict[str, Any]) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The training step of a configuration as a closure (zero_grad + forward + backward + SGD
+    step on one synthetic batch), and facts about it (neurosim: spike rates at the start)."""
     net = _network(config)
     x, y = synthetic_batch(net, seed=config["seed"])
-    warmup, reps = _reps(config, "train")
-    result: dict[str, Any] = {}
+    info: dict[str, Any] = {}
     if config["library"] == "neurosim":
         from neurosim.device import load_profile
         from neurosim.train import TrainConfig, Trainer
@@ -135,7 +135,7 @@ def run_train(config: dict[str, Any]) -> dict[str, Any]:
 
         with torch.no_grad():
             model(x, trainer.training_chip(0))
-        result["spike_rates_start"] = _spike_rates(model, net)
+        info["spike_rates_start"] = _spike_rates(model, net)
     else:
         model = _peer(config, net).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
@@ -146,14 +146,21 @@ def run_train(config: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
 
-    result.update(timed(step, warmup, reps))
+    return step, info
+
+
+def run_train(config: dict[str, Any]) -> dict[str, Any]:
+    """Median training step (:func:`train_workload`)."""
+    net = _network(config)
+    step, result = train_workload(config)
+    result.update(timed(step, *_reps(config, "train")))
     result["samples"] = net.batch
     result["gflops"] = nominal_flops(net, training=True) / (result["median_ms"] * 1e-3) / 1e9
     return result
 
 
-def run_infer(config: dict[str, Any]) -> dict[str, Any]:
-    """Median forward pass in eval mode without gradients; samples/s = batch / median."""
+def infer_workload(config: dict[str, Any]) -> tuple[Callable[[], None], dict[str, Any]]:
+    """A forward pass in eval mode without gradients, as a closure."""
     net = _network(config)
     x, _ = synthetic_batch(net, seed=config["seed"])
     if config["library"] == "neurosim":
@@ -161,13 +168,19 @@ def run_infer(config: dict[str, Any]) -> dict[str, Any]:
     else:
         model = _peer(config, net)
     model.eval()
-    warmup, reps = _reps(config, "infer")
 
     @torch.no_grad()
     def forward() -> None:
         model(x)
 
-    result = timed(forward, warmup, reps)
+    return forward, {}
+
+
+def run_infer(config: dict[str, Any]) -> dict[str, Any]:
+    """Median forward pass (:func:`infer_workload`); samples/s = batch / median."""
+    net = _network(config)
+    forward, result = infer_workload(config)
+    result.update(timed(forward, *_reps(config, "infer")))
     result["samples"] = net.batch
     result["samples_per_s"] = net.batch / (result["median_ms"] * 1e-3)
     result["gflops"] = nominal_flops(net, training=False) / (result["median_ms"] * 1e-3) / 1e9
@@ -206,9 +219,10 @@ def _engine_parity(model, profile, deployment, chips, x: torch.Tensor, n_chips: 
             "parity_spikes": spikes_compared}
 
 
-def run_engine(config: dict[str, Any]) -> dict[str, Any]:
-    """The integer engine on hardreset-noisy: ``chips`` chip instances, one vectorised pass or
-    one pass per chip; each timed pass builds the engine(s) and runs the batch (a sweep's cost)."""
+def engine_workload(config: dict[str, Any]) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """The integer engine on hardreset-noisy as a closure: ``chips`` chip instances, one
+    vectorised pass or one pass per chip; each pass builds the engine(s) and runs the batch (a
+    sweep's cost). Checked bit for bit against the training forward first (refuses otherwise)."""
     from neurosim.device import load_profile, sample_chips
     from neurosim.engine import IntegerEngine, deployment_shapes
     from neurosim.export import compile_model
@@ -223,29 +237,35 @@ def run_engine(config: dict[str, Any]) -> dict[str, Any]:
     deployment = compile_model(model, profile, adapt=True)  # beta 0.9 -> the shift decay's 0.875
     n_chips, mode = int(config["chips"]), config["mode"]
     chips = sample_chips(profile, deployment_shapes(deployment), n=n_chips, seed=CHIP_SEED)
-    result: dict[str, Any] = {"adapted": deployment.metadata.get("adapted", [])}
-    result.update(_engine_parity(model, profile, deployment, chips, x[: min(len(x), 16)], min(n_chips, 2)))
-    if not result["bit_exact"]:
+    info: dict[str, Any] = {"adapted": deployment.metadata.get("adapted", [])}
+    info.update(_engine_parity(model, profile, deployment, chips, x[: min(len(x), 16)], min(n_chips, 2)))
+    if not info["bit_exact"]:
         raise RuntimeError("integer engine differs from the fake-quant training forward; not timing it")
-    result["sum_dtypes"] = {name: str(dtype).removeprefix("torch.")
-                            for name, dtype in IntegerEngine(deployment, chips[0]).sum_dtypes.items()}
-
+    info["sum_dtypes"] = {name: str(dtype).removeprefix("torch.")
+                          for name, dtype in IntegerEngine(deployment, chips[0]).sum_dtypes.items()}
     if mode == "vectorised":
-        run = lambda: IntegerEngine(deployment, chips).run(x, batch=0)  # noqa: E731
-        warmup, reps = _reps(config, "engine")
-    elif mode == "separate":
+        return (lambda: IntegerEngine(deployment, chips).run(x, batch=0)), info
+    if mode == "separate":
         singles = [chips[k] for k in range(n_chips)]
-        run = lambda: [IntegerEngine(deployment, chip).run(x, batch=0) for chip in singles]  # noqa: E731
-        warmup, reps = _reps(config, "engine-separate")
-    else:
-        raise ValueError(f"engine mode must be vectorised or separate, got {mode!r}")
-    result.update(timed(run, warmup, reps))
-    samples = net.batch * n_chips
+        return (lambda: [IntegerEngine(deployment, chip).run(x, batch=0) for chip in singles]), info
+    raise ValueError(f"engine mode must be vectorised or separate, got {mode!r}")
+
+
+def run_engine(config: dict[str, Any]) -> dict[str, Any]:
+    """Median engine pass (:func:`engine_workload`); samples/s per chip = batch x chips / median."""
+    net = _network(config)
+    run, result = engine_workload(config)
+    result.update(timed(run, *_reps(config, "engine" if config["mode"] == "vectorised" else "engine-separate")))
+    samples = net.batch * int(config["chips"])
     result["samples"] = samples
     result["chip_samples_per_s"] = samples / (result["median_ms"] * 1e-3)
     result["gflops"] = nominal_flops(net, training=False, samples=samples) / (result["median_ms"] * 1e-3) / 1e9
     return result
 
+
+WORKLOADS: dict[str, Callable[[dict[str, Any]], tuple[Callable[[], Any], dict[str, Any]]]] = {
+    "train": train_workload, "infer": infer_workload, "engine": engine_workload}
+"""The timed closures by task (for :mod:`benchmarks.profile`)."""
 
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "gemm": run_gemm, "check": run_check, "train": run_train, "infer": run_infer, "engine": run_engine}

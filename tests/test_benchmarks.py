@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import __main__ as bench  # noqa: E402
-from benchmarks.equivalence import TOLERANCE, check_network  # noqa: E402
+from benchmarks.equivalence import TOLERANCE, check_network, spike_difference  # noqa: E402
 from benchmarks.networks import networks  # noqa: E402
 from benchmarks.peers import available_peers, peer_model  # noqa: E402
 from benchmarks.report import NOTES_HEADING  # noqa: E402
@@ -39,7 +40,7 @@ def test_quick_run_writes_results_with_passed_checks(tmp_path):
     for key in ("A/check/snntorch", "B/check/spikingjelly"):
         check = results[key]
         assert check["passed"] is True
-        for what in ("logits", "gradients", "logits_after_2_sgd_steps", "eval_logits", "surrogate_vs_numeric"):
+        for what in ("logits", "gradients", "eval_logits", "surrogate_vs_numeric"):
             assert 0 <= check[what] <= TOLERANCE
         assert check["spikes_per_sample"] > 0
     for key in ("A/train/neurosim", "A/train/snntorch", "A/engine/one-chip"):
@@ -62,8 +63,16 @@ def test_quick_run_writes_results_with_passed_checks(tmp_path):
 def _wrong_peer(change: str):
     """A peer model that differs from neurosim's function in one respect."""
     def build(name, net):
-        model = peer_model(name, net)
+        if change == "soft_reset":
+            import snntorch as snn
+            from snntorch import surrogate
+            model = peer_model("snntorch", net)
+            model.neurons = torch.nn.ModuleList(
+                snn.Leaky(beta=0.9, threshold=1.0, reset_mechanism="subtract", spike_grad=surrogate.atan(alpha=2.0))
+                for _ in model.neurons)
+            return model
         from spikingjelly.activation_based import neuron, surrogate
+        model = peer_model("spikingjelly", net)
         for m in model.modules():
             if isinstance(m, neuron.LIFNode):
                 if change == "decay_input":
@@ -75,13 +84,27 @@ def _wrong_peer(change: str):
 
 
 @needs_peers
-@pytest.mark.parametrize("change,what", [("decay_input", "logits"), ("surrogate", "gradients")])
-def test_a_peer_computing_something_else_is_refused(change, what):
-    result = check_network("spikingjelly", networks(quick=True)["A"], build=_wrong_peer(change))
+@pytest.mark.parametrize("peer,change", [("spikingjelly", "decay_input"), ("snntorch", "soft_reset"),
+                                         ("spikingjelly", "surrogate")])
+def test_a_peer_computing_something_else_is_refused(peer, change):
+    result = check_network(peer, networks(quick=True)["A"], build=_wrong_peer(change))
     assert result["passed"] is False
-    assert result[what] > TOLERANCE
-    if change == "surrogate":
-        assert result["logits"] == 0.0  # the forward alone would not have caught it
+    if change == "surrogate":  # same forward: only the gradients tell
+        assert result["logits"] == 0.0 and result["gradients"] > TOLERANCE
+    else:  # spikes differ far from the threshold: not a rounding tie
+        assert result["why"].startswith("train: layer ") and result["threshold_ties"] == 0
+
+
+def test_threshold_ties_are_told_apart_from_different_spikes():
+    theta = 1.0
+    ours = [torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])]  # [T=2, batch=1, neurons=2]
+    potentials = [[torch.tensor([[1.0, 0.5]]), torch.tensor([[0.3, 1.2]])]]
+    tie = [torch.tensor([[[0.0, 0.0]], [[1.0, 1.0]]])]  # neuron 0 flips where u == theta, then diverges
+    assert spike_difference(ours, potentials, ours)["kind"] == "same"
+    result = spike_difference(ours, potentials, tie, theta)
+    assert result["kind"] == "ties" and result["neurons"] == 1
+    far = [torch.tensor([[[1.0, 1.0]], [[0.0, 1.0]]])]  # neuron 1 fires at u = 0.5
+    assert spike_difference(ours, potentials, far, theta)["kind"] == "different"
 
 
 def test_a_refused_peer_is_not_timed(tmp_path, monkeypatch):
@@ -90,8 +113,8 @@ def test_a_refused_peer_is_not_timed(tmp_path, monkeypatch):
     def fake_child(config, folder, timeout):
         ran.append(config["id"])
         if config["task"] == "check":
-            return {"id": config["id"], "config": config, "passed": False, "logits": 1.0, "gradients": 1.0,
-                    "gradient_scale": 1.0, "logits_after_2_sgd_steps": 1.0, "eval_logits": 1.0,
+            return {"id": config["id"], "config": config, "passed": False, "threshold_ties": 0, "tie_margins": [],
+                    "why": "train: layer 0: 5 neurons spike differently, potential up to 0.3 from the threshold",
                     "surrogate_vs_formula": 0.0, "surrogate_vs_numeric": 0.0,
                     "import_rss_mib": 1.0, "peak_rss_mib": 2.0}
         return {"id": config["id"], "config": config, "gflops": 10.0,
@@ -105,7 +128,7 @@ def test_a_refused_peer_is_not_timed(tmp_path, monkeypatch):
     assert bench.main(["--quick", "--only", "A/train/snntorch", "--out", str(out)]) == 0
     assert ran == ["gemm/start", "A/check/snntorch"]
     text = out.read_text()
-    assert "**refused: computes something else**" in text
+    assert "**refused: train: layer 0: 5 neurons spike differently" in text
     assert "| snntorch | not timed: failed the equivalence check |" in text
     assert "| training step, network A | — | <= 0.8 | not measured |" in text
 
