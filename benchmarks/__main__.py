@@ -15,7 +15,9 @@ Options: ``--quick`` (tiny sizes, few repetitions: the smoke test; writes
 ``benchmarks/RESULTS.quick.md`` unless ``--out`` says otherwise), ``--only PATTERN ...`` (glob
 patterns on configuration ids such as ``A/train/*`` or ``*/check/*``; the GEMM bound and the checks
 the selected peers need always run), ``--out PATH``, ``--json PATH`` (all raw results),
-``--threads N`` (default 2, as issue 7 fixes), ``--list`` (print the ids and exit).
+``--threads N`` (default 2, as issue 7 fixes), ``--rounds N`` (repeat every timed configuration
+N times round-robin, each in a fresh process, and report the median round: steadier figures on a
+machine that is not quite idle), ``--list`` (print the ids and exit).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "RESULTS.md"
 QUICK_OUT = ROOT / "benchmarks" / "RESULTS.quick.md"
 ENGINE_CHIPS = {False: 64, True: 4}
+TIMED = ("gemm", "train", "infer", "engine")
+"""Tasks that ``--rounds`` repeats (the equivalence checks run once)."""
 CHILD_TIMEOUT_S = {False: 1800, True: 300}
 
 
@@ -91,6 +95,30 @@ def run_child(config: dict[str, Any], folder: Path, timeout: float) -> dict[str,
         return json.loads(out.read_text())
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
     return {"id": config["id"], "config": config, "error": f"exit status {proc.returncode}: {tail[0]}"}
+
+
+def combine_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the rounds of a configuration: the first failure if any round failed;
+    for the GEMM the fastest round (it is a bound); otherwise the round whose median time is the
+    median of the rounds' medians (lower middle for an even count), with every round's median in
+    ``round_medians_ms``, min and max over all rounds, and the largest peak RSS."""
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if "error" in r or r.get("skipped")]
+    if failed:
+        return failed[0]
+    if "sizes" in results[0]:
+        chosen = dict(max(results, key=lambda r: r["gflops"]))
+    else:
+        ordered = sorted(results, key=lambda r: r["median_ms"])
+        chosen = dict(ordered[(len(ordered) - 1) // 2])
+        chosen["round_medians_ms"] = [r["median_ms"] for r in results]
+        chosen["min_ms"] = min(r["min_ms"] for r in results)
+        chosen["max_ms"] = max(r["max_ms"] for r in results)
+    chosen["rounds"] = len(results)
+    chosen["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
+    chosen["import_rss_mib"] = min(r["import_rss_mib"] for r in results)
+    return chosen
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -159,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  "benchmarks/RESULTS.quick.md with --quick)")
     parser.add_argument("--json", type=Path, help="also write all raw results as JSON")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default 2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every timed configuration this many times, round-robin, each in its own "
+                             "process, and report the median round (default 1; more on a busy machine)")
     parser.add_argument("--list", action="store_true", help="print the configuration ids and exit")
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    if args.threads < 1 or args.rounds < 1:
+        parser.error("--threads and --rounds must be at least 1")
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.networks import networks
@@ -185,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start = os.getloadavg()[0]
     started = dt.datetime.now(dt.timezone.utc)
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {}
     refused: set[tuple[str, str]] = set()
+    schedule = [(r, c) for r in range(args.rounds) for c in configs if r == 0 or c["task"] in TIMED]
     with tempfile.TemporaryDirectory(prefix="neurosim-bench-") as tmp:
-        for i, config in enumerate(configs, 1):
+        for i, (round_, config) in enumerate(schedule, 1):
             key = (config.get("network"), config.get("library"))
             if config["task"] in ("train", "infer") and key in refused:
                 result = {"id": config["id"], "config": config,
@@ -199,15 +231,17 @@ def main(argv: list[str] | None = None) -> int:
                 result["wall_s"] = time.perf_counter() - t0
                 if config["task"] == "check" and not result.get("passed"):
                     refused.add(key)
-            results[config["id"]] = result
-            print(f"[{i}/{len(configs)}] {config['id']}: {_summary(result)}", file=sys.stderr, flush=True)
+            rounds.setdefault(config["id"], []).append(result)
+            where = f" (round {round_ + 1})" if args.rounds > 1 else ""
+            print(f"[{i}/{len(schedule)}] {config['id']}{where}: {_summary(result)}", file=sys.stderr, flush=True)
+    results = {key: combine_rounds(values) for key, values in rounds.items()}
 
     cpu, cores = machine()
     command = "python -m benchmarks" + ("" if argv is None and len(sys.argv) <= 1 else
                                         " " + shlex.join(sys.argv[1:] if argv is None else argv))
     meta = {"command": command, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
             "cpu": cpu, "cores": cores, "threads": args.threads, "load_start": load_start,
-            "load_end": os.getloadavg()[0], "versions": versions(), "quick": args.quick}
+            "load_end": os.getloadavg()[0], "versions": versions(), "quick": args.quick, "rounds": args.rounds}
     previous = out.read_text() if out.exists() else None
     text = render(results, networks(args.quick), peers, meta, keep_notes(previous))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,9 @@ def render(results: Results, nets: dict[str, Network], peers: list[str], meta: d
               "Other processes on the cores make multi-threaded OpenMP loops many times slower; these "
               "figures are not valid measurements of the libraries.**", ""]
     L += [f"Written by `{meta['command']}` on {meta['date']} (commit {meta['commit']}); "
-          f"{len(results)} configurations, each in its own process.", "",
+          f"{len(results)} configurations, each in its own process"
+          + (f", every timed one in {meta['rounds']} rounds (round-robin; the median round is reported, "
+             "min – max over all rounds)" if meta.get("rounds", 1) > 1 else "") + ".", "",
           "## Machine and versions", "",
           f"- CPU: {meta['cpu']}, {meta['cores']} cores; every process ran with "
           f"`torch.set_num_threads({meta['threads']})`.",

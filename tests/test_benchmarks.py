@@ -141,3 +141,18 @@ def test_selection_adds_the_bound_and_the_checks_the_peers_need():
     assert chosen == ["gemm/start", "B/check/snntorch", "B/check/spikingjelly", "B/infer/neurosim",
                       "B/infer/snntorch", "B/infer/spikingjelly"]
     assert [c["id"] for c in bench.select(configs, None)] == ids
+
+
+def test_rounds_report_the_median_round():
+    def timed(ms, rss):
+        return {"id": "A/train/neurosim", "median_ms": ms, "min_ms": ms - 1, "max_ms": ms + 1,
+                "peak_rss_mib": rss, "import_rss_mib": 100.0, "gflops": 1000 / ms}
+    combined = bench.combine_rounds([timed(30.0, 300), timed(10.0, 310), timed(20.0, 305)])
+    assert combined["median_ms"] == 20.0 and combined["gflops"] == 50.0  # the median round's own figures
+    assert combined["round_medians_ms"] == [30.0, 10.0, 20.0] and combined["rounds"] == 3
+    assert (combined["min_ms"], combined["max_ms"], combined["peak_rss_mib"]) == (9.0, 31.0, 310)
+    gemm = bench.combine_rounds([{"gflops": 80.0, "sizes": [], "peak_rss_mib": 1, "import_rss_mib": 1},
+                                 {"gflops": 90.0, "sizes": [], "peak_rss_mib": 1, "import_rss_mib": 1}])
+    assert gemm["gflops"] == 90.0  # a bound: the best round
+    failed = bench.combine_rounds([timed(10.0, 300), {"id": "x", "error": "RuntimeError: boom"}])
+    assert failed["error"] == "RuntimeError: boom"
