@@ -18,6 +18,7 @@ the figure, min and max are kept.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any, Callable
@@ -87,8 +88,6 @@ def run_check(config: dict[str, Any]) -> dict[str, Any]:
 
 def _spike_rates(model, net: Network) -> list[float]:
     """Spikes per neuron per step of each spiking layer in neurosim's last forward (batch mean)."""
-    import math
-
     sizes = [math.prod(g["out"]) for g in layer_geometry(net)[:-1]]
     return [float(c.float().mean()) / (net.timesteps * n) for c, n in zip(model.last_spike_counts, sizes)]
 
