@@ -1,5 +1,7 @@
-# Two entry points: `make demo` and `make test`. Both create .venv if missing and
-# install torch==2.13.0 first (the CPU wheel on disk), then neurosim with its extras.
+# Entry points: `make demo`, `make test` and `make bench`. Each creates .venv if missing and
+# installs torch==2.13.0 first (the CPU wheel on disk), then neurosim with its extras.
+# `make bench` (the benchmark suite, benchmarks/) installs nothing more: it uses snnTorch and
+# SpikingJelly when they are installed (extra `bench`: pip install --no-deps snntorch spikingjelly loguru).
 # Stamps make re-runs skip work already done.
 PYTHON ?= python3
 VENV   := .venv
@@ -18,6 +20,9 @@ demo: $(VENV)/.neurosim-installed
 
 test: $(VENV)/.neurosim-installed $(VENV)/.peers-installed
 	$(PY) -m pytest -q
+
+bench: $(VENV)/.neurosim-installed
+	$(PY) -m benchmarks
 
 install: $(VENV)/.neurosim-installed
 
