@@ -6,7 +6,7 @@
 alpha convention.
 
 :func:`check_network` copies neurosim's weights into the peer's model and compares, on the
-benchmark batch: in training mode the logits and every parameter gradient of one
+benchmark batch (in :data:`CHECK_DTYPE`): in training mode the logits and every parameter gradient of one
 cross-entropy backward; in eval mode (the inference path; neurosim folds batch norm into the
 weights there) the logits. Every difference must be at most :data:`TOLERANCE` (absolute).
 
@@ -37,6 +37,10 @@ from benchmarks.peers import copy_weights, module_gradients, peer_model
 
 TOLERANCE = 1e-5
 ATTEMPTS = 5
+CHECK_DTYPE = torch.float64
+"""The networks are compared in float64: the function is the same in any precision, and float64
+makes threshold ties (float32 rounding deciding a spike, e.g. from a different convolution
+algorithm or memory layout) vanishingly rare at network B's millions of neuron updates."""
 
 
 def atan_derivative(x: Tensor, alpha: float = ATAN_ALPHA) -> Tensor:
@@ -138,8 +142,9 @@ def compare(peer: str, net: Network, seed: int, mode: str,
     ``train`` (logits and gradients) or ``eval`` (logits, running statistics from one training
     forward, copied across)."""
     x, y = synthetic_batch(net, seed=seed)
-    ours = neurosim_model(net, seed=seed).train()
-    theirs = build(peer, net).train()
+    x = x.to(CHECK_DTYPE)
+    ours = neurosim_model(net, seed=seed).to(CHECK_DTYPE).train()
+    theirs = build(peer, net).to(CHECK_DTYPE).train()
     if mode == "eval":
         with torch.no_grad():
             ours(x)  # batch-norm running statistics
@@ -149,13 +154,19 @@ def compare(peer: str, net: Network, seed: int, mode: str,
         block.record, block.node.record = True, True
     their_spikes, remove = _peer_spikes(theirs)
     try:
-        with torch.set_grad_enabled(mode == "train"):
-            our_logits, their_logits = ours(x), theirs(x)
+        with torch.no_grad():
+            ours(x), theirs(x)
         our_spikes = [block.recorded_spikes for block in ours.blocks]
         potentials = [block.node.recorded_potentials for block in ours.blocks]
         diff = spike_difference(our_spikes, potentials, their_spikes)
     finally:
         remove()
+        for block in ours.blocks:
+            block.record, block.node.record = False, False
+    # outputs and gradients from the path the benchmark times (recording switches neurosim's
+    # fused all-steps neuron off)
+    with torch.set_grad_enabled(mode == "train"):
+        our_logits, their_logits = ours(x), theirs(x)
     out: dict[str, object] = {"seed": seed, "spikes": diff,
                               "spikes_per_sample": float(sum(s.sum() for s in our_spikes)) / len(x),
                               "last_layer_spikes": float(our_spikes[-1].sum())}

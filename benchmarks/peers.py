@@ -101,7 +101,7 @@ class SnnTorchNetwork(nn.Module):
             for t in range(steps):
                 spk, mem = lif(currents[t], mem)
                 spikes.append(spk)
-            seq = torch.stack(spikes)
+            seq = torch.stack(spikes).to(currents.dtype)  # snnTorch's spikes are float32 (no-op there)
             if self.record_spikes is not None:
                 self.record_spikes.append(seq.detach())
         out = self.readout(seq.flatten(2).reshape(steps * batch, -1)).reshape(steps, batch, -1)

@@ -153,8 +153,9 @@ def render(results: Results, nets: dict[str, Network], peers: list[str], meta: d
           "at once (needed for batch norm over time and batch, as neurosim's); SpikingJelly `LIFNode(tau=10, "
           "decay_input=False, v_reset=0, detach_reset=True, surrogate_function=ATan(alpha=2), step_mode='m')` "
           "with its multi-step layers. Details: `benchmarks/peers.py`.",
-          "- **Equivalence**: neurosim's weights copied into the peer; on the benchmark batch the training-mode "
-          "logits and every parameter gradient of one cross-entropy backward, the eval-mode logits, and "
+          "- **Equivalence**: neurosim's weights copied into the peer; on the benchmark batch, in float64 (the "
+          "same function; float32 rounding would make threshold ties common at network B's size), the "
+          "training-mode logits of the timed path (neurosim's fused neuron) and every parameter gradient of one cross-entropy backward, the eval-mode logits, and "
           "the ATan gradient against its formula and a numerical derivative must agree to 1e-5 (absolute). "
           "Spikes are compared layer by layer first: a batch where the only difference is a neuron whose "
           "potential lies within 1e-5 of the threshold (float rounding decides it; the libraries round "

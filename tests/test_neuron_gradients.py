@@ -25,7 +25,7 @@ import torch
 
 from neurosim.device import load_profile
 from neurosim.nn.arithmetic import FixedArithmetic
-from neurosim.nn.neuron import LayerDevice, LIFNode, LIFState, StepParameters, lif_step, reset_term
+from neurosim.nn.neuron import LayerDevice, LIFNode, LIFState, StepParameters, _FusedLIF, lif_step, reset_term
 from neurosim.nn.surrogate import PSG, ATan, FastSigmoid, Rectangle, Surrogate, Triangle, TrSG
 
 F64 = torch.float64
@@ -735,15 +735,17 @@ def test_lif_step_state_types():
 @pytest.mark.parametrize("reset_grad", ["detach", "full", "clip"])
 @pytest.mark.parametrize("surrogate", [ATan(2.0), FastSigmoid(5.0), Rectangle(0.5), Triangle(1.0)])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_fused_all_steps_node_equals_the_step_loop(monkeypatch, reset, reset_grad, surrogate, dtype):
+@pytest.mark.parametrize("v_reset", [0.1, 0.0])
+def test_fused_all_steps_node_equals_the_step_loop(monkeypatch, reset, reset_grad, surrogate, dtype, v_reset):
     """The fused node (:class:`_FusedLIF`, one autograd node for all T steps) gives the step
-    loop's spikes and final state bit for bit, and its gradients to rounding."""
+    loop's spikes and final state bit for bit, and its gradients to rounding (v_reset = 0 has
+    its own forward path)."""
     generator = torch.Generator().manual_seed(11)
     currents = (torch.rand(7, 5, 33, generator=generator, dtype=dtype) * 1.6 - 0.3).requires_grad_()
     upstream = torch.randn(7, 5, 33, generator=generator, dtype=dtype)
     results = {}
     for fused in (True, False):
-        node = LIFNode(beta=0.8, threshold=0.7, v_reset=0.1, reset=reset, reset_grad=reset_grad,
+        node = LIFNode(beta=0.8, threshold=0.7, v_reset=v_reset, reset=reset, reset_grad=reset_grad,
                        surrogate=surrogate, v_init="mp_init").to(dtype).train()
         node.mp_init.fill_(0.05)
         assert node.fusable(None)
@@ -758,6 +760,27 @@ def test_fused_all_steps_node_equals_the_step_loop(monkeypatch, reset, reset_gra
     assert torch.equal(mp_fused, mp_loop)  # MP-Init's EMA saw the same final potentials
     tolerance = 1e-12 if dtype == F64 else 1e-5
     torch.testing.assert_close(g_fused, g_loop, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("reset_grad", ["detach", "full", "clip"])
+def test_fused_node_gradient_through_its_final_state(reset, reset_grad):
+    """The fused node also returns ``v[T-1]``; a loss on it gets the step loop's gradient."""
+    generator = torch.Generator().manual_seed(5)
+    currents = (torch.rand(6, 4, 9, generator=generator, dtype=F64) * 1.6 - 0.3).requires_grad_()
+    up_s, up_v = torch.randn(6, 4, 9, generator=generator, dtype=F64), torch.randn(4, 9, generator=generator, dtype=F64)
+    beta, theta, v_reset = (torch.tensor(x, dtype=F64) for x in (0.8, 0.7, 0.1))
+    spikes, v = _FusedLIF.apply(currents, torch.zeros(4, 9, dtype=F64), beta, theta, v_reset, reset, reset_grad,
+                                ATan(2.0))
+    (fused,) = torch.autograd.grad((spikes * up_s).sum() + (v * up_v).sum(), currents)
+    p = StepParameters(beta, theta, v_reset, None, reset, reset_grad, 0, 1.0)
+    state, loss = LIFState(torch.zeros(4, 9, dtype=F64)), 0
+    for t in range(6):
+        s, state, _ = lif_step(state, currents[t], p, ATan(2.0))
+        loss = loss + (s * up_s[t]).sum()
+    (loop,) = torch.autograd.grad(loss + (state.v * up_v).sum(), currents)
+    assert spikes.sum() > 0
+    torch.testing.assert_close(fused, loop, rtol=1e-12, atol=1e-12)
 
 
 def test_fused_node_is_used_only_where_it_computes_the_same_function():

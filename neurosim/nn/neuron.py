@@ -99,14 +99,18 @@ def lif_step(state: LIFState, current: Tensor, p: StepParameters, surrogate: Sur
 class _FusedLIF(torch.autograd.Function):
     """All ``T`` steps of :func:`lif_step` on the ideal float chip as one autograd node.
 
-    Same values as the step loop, bit for bit (the loop's ``(u - theta) * unit`` has unit 1 here,
-    an exact multiply), with the
-    backward pass written out instead of recorded op by op. With ``g_v`` the gradient reaching
-    ``v[t]`` from step ``t+1`` and ``g_s`` the one reaching ``s[t]`` from the next layer::
+    Same values as the step loop, bit for bit: the same float operations in the same order (the
+    loop's ``H((u - theta) * unit)`` with unit 1 is ``u >= theta``, written as 0/1 floats, and
+    for ``v_reset = 0`` the hard reset's exact ``u - 0`` is left out), with fewer
+    temporaries and the backward pass written out instead of recorded op by op. With ``g_v`` the
+    gradient reaching ``v[t]`` from step ``t+1`` and ``g_s`` the one reaching ``s[t]`` from the
+    next layer, ``d[t] = sigma'(u[t] - theta)``::
 
-        g_s'  = g_s + g_v * dv/ds          (dv/ds per reset_grad: see the module docstring)
-        g_u   = g_v * dv/du + g_s' * sigma'(u - theta)     (dv/du = 1 - s hard, 1 soft)
-        dL/dI[t] = g_u,   g_v(t-1) = beta * g_u
+        dL/du[t] = g_s d[t] + g_v (dv/du + dv/ds d[t])      (dv/du = 1 - s hard, 1 soft;
+        dL/dI[t] = dL/du[t],   g_v(t-1) = beta dL/du[t]      dv/ds per reset_grad, module doc)
+
+    so everything but the recursion ``G[t] = A[t] + C[t] G[t+1]`` (``A = g_s d``,
+    ``C = beta (dv/du + dv/ds d)``) is computed over all steps at once.
 
     Only for parameters that need no gradient (beta, theta, v_reset buffers) and a surrogate
     whose ``derivative`` has no learnable parameter; :class:`LIFNode` falls back to the loop
@@ -117,12 +121,21 @@ class _FusedLIF(torch.autograd.Function):
     def forward(ctx, currents: Tensor, v: Tensor, beta: Tensor, threshold: Tensor, v_reset: Tensor,  # type: ignore[override]
                 reset: str, reset_grad: str, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
         potentials = torch.empty_like(currents)
+        ctx.set_materialize_grads(False)  # the final state is rarely used: its gradient stays None
         spikes = torch.empty_like(currents)
+        decayed = torch.empty_like(v)
+        zero_reset = reset == "hard" and not bool(v_reset)
         for t in range(currents.shape[0]):
-            u = beta * v + currents[t]
-            s = (u - threshold >= 0).to(u.dtype)  # H(0) = 1, as the surrogates fire
-            v = u - (threshold * s if reset == "soft" else (u - v_reset) * s)
-            potentials[t], spikes[t] = u, s
+            u, s = potentials[t], spikes[t]
+            torch.mul(beta, v, out=decayed)
+            torch.add(decayed, currents[t], out=u)
+            torch.ge(u, threshold, out=s)  # H(0) = 1, as the surrogates fire; 0/1 in float
+            if zero_reset:  # u - (u - 0) s with the exact u - 0 = u left out
+                v = u - u * s
+            elif reset == "soft":
+                v = u - threshold * s
+            else:
+                v = u - (u - v_reset) * s
         ctx.save_for_backward(potentials, spikes, beta, threshold, v_reset)
         ctx.reset, ctx.reset_grad, ctx.surrogate = reset, reset_grad, surrogate
         return spikes, v
@@ -131,22 +144,31 @@ class _FusedLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes: Tensor, grad_v: Tensor | None):  # type: ignore[override]
         potentials, spikes, beta, threshold, v_reset = ctx.saved_tensors
         reset, reset_grad = ctx.reset, ctx.reset_grad
-        grad_currents = torch.empty_like(potentials)
-        g_v = torch.zeros_like(potentials[0]) if grad_v is None else grad_v
-        for t in range(potentials.shape[0] - 1, -1, -1):
-            u, s = potentials[t], spikes[t]
-            if reset_grad == "detach":
-                g_s = grad_spikes[t]
-            elif reset == "soft":
-                g_s = grad_spikes[t] - g_v * threshold
+        # Few passes and few new tensors: at conv sizes each full [T, batch, ...] temporary costs
+        # more in page faults than in arithmetic.
+        d = ctx.surrogate.derivative_(potentials - threshold)
+        if reset == "soft":                                           # dv/du = 1
+            through = torch.ones_like(d)
+        elif reset_grad == "detach":                                  # C = beta (1 - s) at once
+            through = torch.sub(beta, spikes, alpha=float(beta))
+        else:                                                         # dv/du = 1 - s
+            through = torch.sub(1, spikes)
+        if reset_grad != "detach":                                    # + dv/ds d
+            if reset == "soft":
+                through.sub_(d * threshold)
             elif reset_grad == "full":
-                g_s = grad_spikes[t] - g_v * (u - v_reset)
+                through.addcmul_(v_reset - potentials, d)
             else:  # clip (seed 000 Eq. 7)
-                g_s = grad_spikes[t] - g_v * torch.minimum(u - v_reset, threshold - v_reset)
-            g_u = g_s * ctx.surrogate.derivative(u - threshold)
-            g_u = g_u + (g_v if reset == "soft" else g_v * (1 - s))
-            grad_currents[t] = g_u
-            g_v = beta * g_u
+                through.sub_(torch.minimum(potentials - v_reset, threshold - v_reset).mul_(d))
+        grad_currents = d.mul_(grad_spikes)  # A[t]; G[t] overwrites it from the last step down
+        scaled = reset == "hard" and reset_grad == "detach"  # through holds C = beta dv/du already
+        g = grad_currents[-1]
+        if grad_v is not None:  # the final state's own gradient (v[T-1] is returned)
+            g.addcmul_(grad_v, 1 - spikes[-1] if scaled else through[-1])
+        if not scaled:
+            through.mul_(beta)                                        # C[t]
+        for t in range(potentials.shape[0] - 2, -1, -1):
+            g = grad_currents[t].addcmul_(g, through[t])
         return grad_currents, None, None, None, None, None, None, None
 
 

@@ -39,6 +39,11 @@ class Surrogate(nn.Module):
         """The surrogate ``dH/dx`` at ``x = u - theta``."""
         raise NotImplementedError
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        """:meth:`derivative` computed in the memory of ``x`` (a scratch tensor the caller gives
+        up; no autograd), to spare the large temporaries of the fused neuron's backward pass."""
+        return self.derivative(x)
+
     def forward(self, x: Tensor) -> Tensor:
         return _SpikeFunction.apply(x, self)
 
@@ -62,6 +67,10 @@ class ATan(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        x.mul_(math.pi / 2 * self.alpha)
+        return x.mul_(x).add_(1).reciprocal_().mul_(self.alpha / 2)
+
     def config(self) -> dict[str, float | str]:
         return {"alpha": self.alpha}
 
@@ -80,6 +89,10 @@ class FastSigmoid(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 / (1 + self.gamma * x.abs()) ** 2
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        x.abs_().mul_(self.gamma).add_(1)
+        return x.mul_(x).reciprocal_()
 
     def config(self) -> dict[str, float | str]:
         return {"gamma": self.gamma}
@@ -112,6 +125,9 @@ class Triangle(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (1 - x.abs() / self.width).clamp(min=0) / self.width
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.abs_().div_(-self.width).add_(1).clamp_(min=0).div_(self.width)
 
     def config(self) -> dict[str, float | str]:
         return {"width": self.width}
