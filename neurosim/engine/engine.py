@@ -11,6 +11,14 @@ and wrapping are :mod:`neurosim.device.fixedpoint`'s functions.
 Synaptic sums run through float BLAS only where that is exact: a layer's bound
 ``fan_in * max|w| * max|x| + max|b|`` below 2^24 uses float32, below 2^53 float64, and otherwise
 an int64 path (integer matmul; unfold for convolutions). The bound is computed at construction.
+Neuron states are held the same way: in float32 while every intermediate value of the step
+(decayed state, state plus current and noise, multiply-decay product, readout sum over time)
+stays below 2^24, float64 below 2^53, else int64 — integer values held exactly, so every
+choice gives the same integers; float32 is simply the fastest on a CPU.
+
+Speed: the sums of a layer run for all time steps in one GEMM or convolution (a static input's
+first layer once), weights are converted once, and a large stack of chips is run in blocks of
+chips whose per-step tensors stay in cache (results equal one pass over all chips).
 
 It counts per layer and chip: spikes, synaptic operations (one per spike and target synapse),
 neuron updates, and saturation/wrap events of membrane and synaptic states, and estimates energy
@@ -73,11 +81,20 @@ class EngineResult:
         return self.logits.argmax(-1)
 
 
+NOISE_SIGMAS = 40
+"""Dynamic noise is taken to stay within this many sigmas when bounding a state's magnitude."""
+
+
+def exact_dtype(bound: int) -> torch.dtype:
+    """The fastest dtype that holds every integer of magnitude up to ``bound`` exactly."""
+    return torch.float32 if bound < FLOAT32_EXACT else torch.float64 if bound < FLOAT64_EXACT else torch.int64
+
+
 class _Layer:
-    """A deployment layer with its per-chip integer parameters resolved."""
+    """A deployment layer with its per-chip integer parameters resolved (in the state dtype)."""
 
     def __init__(self, layer: LayerDeployment, deployment: Deployment, chips: ChipInstances | None,
-                 n_chips: int) -> None:
+                 n_chips: int, noise_bound: int = 0) -> None:
         num = deployment.profile.numerics
         self.spec = layer
         var = chips.layers.get(layer.name) if chips is not None else None
@@ -87,15 +104,19 @@ class _Layer:
             q_max = fp.int_range(num.weight_bits)[1]
             stuck_codes = (var.stuck_value * q_max).to(torch.int64)
             weight = torch.where(var.stuck, stuck_codes, weight.unsqueeze(0).expand(n_chips, *weight.shape))
-        self.weight = weight
-        self.bias = None if layer.bias is None else layer.bias.to(torch.int64)
         bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
         if bound >= 1 << 63:
             raise NeurosimError(f"{layer.name}: synaptic sums can reach {bound}, beyond 64-bit integers")
-        self.sum_dtype = (torch.float32 if bound < FLOAT32_EXACT else
-                          torch.float64 if bound < FLOAT64_EXACT else torch.int64)
+        self.sum_dtype = exact_dtype(bound)
+        self.weight = weight.to(self.sum_dtype)  # converted once, not per step
+        if layer.kind != "linear" and self.sum_dtype != torch.int64 and not self.per_chip_weight:
+            self.weight = self.weight.contiguous(memory_format=torch.channels_last)
+        membrane = 1 << (num.membrane_bits - 1)
         if layer.readout:
             self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
+            self.state_dtype = exact_dtype(max(bound + membrane * _decay_gain(num.decay),
+                                               deployment.timesteps * membrane))
+            self._cache_bias()
             return
 
         # Per-chip codes follow the training forward's float32 arithmetic where that forward is
@@ -112,48 +133,79 @@ class _Layer:
                 return value
             return perturbation.apply(value).to(dtype).unsqueeze(1)  # [chips, 1, *neurons]: over batch
 
-        self.threshold = quant.threshold_codes(per_chip("v_threshold", layer.threshold), self.unit, num)
-        self.v_reset = quant.reset_codes(per_chip("v_reset", layer.v_reset), self.unit, num)
+        threshold = quant.threshold_codes(per_chip("v_threshold", layer.threshold), self.unit, num)
+        v_reset = quant.reset_codes(per_chip("v_reset", layer.v_reset), self.unit, num)
         self.beta = per_chip("decay", layer.beta, clamp=True)
         self.decay = quant.DecayRule.of(self.beta, num.decay)
         self.synapse_decay = None if layer.synapse_decay is None else \
             quant.DecayRule.of(per_chip("synapse_decay", layer.synapse_decay), num.synapse_decay)
-        self.v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
-        self.dead = None if var is None or var.dead is None else var.dead
+        v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
+        theta_max = 1 << ((num.threshold_bits or num.membrane_bits) - 1)
+        current = bound
+        if self.synapse_decay is not None:
+            synapse = 1 << (num.synapse_bits - 1)
+            current = max(synapse * _decay_gain(num.synapse_decay), synapse + bound)
+        self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), membrane + current + noise_bound,
+                                           membrane + theta_max + noise_bound, int(v_init.abs().max())))
+        state = self.state_dtype
+        self.threshold, self.v_reset, self.v_init = threshold.to(state), v_reset.to(state), v_init.to(state)
+        self.alive = None if var is None or var.dead is None else \
+            (~var.dead).to(state).reshape(n_chips, 1, *layer.output_shape)
+        self._cache_bias()
+
+    def _cache_bias(self) -> None:
+        bias = self.spec.bias
+        if bias is not None and self.spec.kind != "linear":
+            bias = bias.reshape(-1, 1, 1)
+        self.bias = None if bias is None else bias.to(torch.int64).to(self.state_dtype)
 
     # ------------------------------------------------------------------ synapses
 
     def currents(self, x: Tensor) -> Tensor:
-        """Integer currents ``[chips, batch, *neurons]`` for integer inputs ``[chips, batch, *in]``
-        (or ``[1, batch, *in]`` shared by all chips)."""
-        spec = self.spec
-        chips, batch = x.shape[:2]
-        if self.per_chip_weight:
-            out = torch.stack([self._sum(x[min(c, chips - 1)], self.weight[c], spec) for c in range(self.weight.shape[0])])
-        else:
-            out = self._sum(x.flatten(0, 1), self.weight, spec)
-            out = out.reshape(chips, batch, *out.shape[1:])
-        if self.bias is not None:
-            out = out + (self.bias if spec.kind == "linear" else self.bias.reshape(-1, 1, 1))
-        return out
+        """Integer currents ``[chips, batch, *neurons]`` of one step for inputs ``[P, batch, *in]``."""
+        return self.currents_over_time(x.unsqueeze(0))[0]
 
-    def _sum(self, x: Tensor, weight: Tensor, spec: LayerDeployment) -> Tensor:
-        dtype = self.sum_dtype
+    def currents_over_time(self, x: Tensor) -> Tensor:
+        """Integer currents ``[L, chips, batch, *neurons]`` (state dtype) for integer inputs
+        ``[L, P, batch, *in]`` of L steps, ``P`` = chips or 1 (an input shared by all chips): one
+        GEMM or convolution over all of them."""
+        spec = self.spec
+        steps, sources, batch = x.shape[:3]
+        if spec.kind == "linear" and x.dim() > 4:
+            x = x.flatten(3)
+        if self.per_chip_weight:
+            chips = self.weight.shape[0]
+            out = torch.stack([self._sum(x[:, min(c, sources - 1)].flatten(0, 1), self.weight[c])
+                               .reshape(steps, batch, *spec.output_shape) for c in range(chips)], 1)
+        else:
+            out = self._sum(x.flatten(0, 2), self.weight).reshape(steps, sources, batch, *spec.output_shape)
+        out = out.to(self.state_dtype)
+        return out if self.bias is None else out + self.bias
+
+    def _sum(self, x: Tensor, weight: Tensor) -> Tensor:
+        spec, dtype = self.spec, self.sum_dtype
         if spec.kind == "linear":
-            if dtype == torch.int64:
-                return x.to(torch.int64) @ weight.T
-            return (x.to(dtype) @ weight.to(dtype).T).to(torch.int64)
+            return x.to(dtype) @ weight.T
         if dtype == torch.int64:  # exact integer convolution: unfold, then integer matmul
             k = weight.shape[-1]
             cols = F.unfold(x.to(torch.float64), k, padding=spec.padding, stride=spec.stride).to(torch.int64)
             out = weight.reshape(weight.shape[0], -1) @ cols
             return out.reshape(x.shape[0], weight.shape[0], *spec.output_shape[1:])
-        return F.conv2d(x.to(dtype), weight.to(dtype), None, spec.stride, spec.padding).to(torch.int64)
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout; exact sums
+        return F.conv2d(x, weight, None, spec.stride, spec.padding)
 
     def synaptic_ops(self, x: Tensor) -> Tensor:
-        """Synaptic operations per chip (:func:`count_synaptic_ops`)."""
+        """Synaptic operations per source of inputs ``[L, P, batch, *in]`` over all L steps
+        (:func:`count_synaptic_ops`)."""
         spec = self.spec
-        return count_synaptic_ops(x, spec.kind, tuple(spec.weight.shape), spec.stride, spec.padding)
+        return count_synaptic_ops(x.transpose(0, 1).flatten(1, 2), spec.kind, tuple(spec.weight.shape),
+                                  spec.stride, spec.padding)
+
+
+def _decay_gain(fmt) -> int:
+    """How much larger than the state a decay's intermediate value gets: ``2^bits`` for a
+    multiply decay (``v * d`` before the shift), 1 for a shift."""
+    return 1 << fmt.bits if fmt.kind == "multiply" else 1
 
 
 def count_synaptic_ops(x: Tensor, kind: str, weight_shape: tuple[int, ...], stride: int = 1,
@@ -161,13 +213,23 @@ def count_synaptic_ops(x: Tensor, kind: str, weight_shape: tuple[int, ...], stri
     """Synaptic operations of inputs ``x`` ``[lead, batch, *in]``, summed per ``lead`` entry:
     every non-zero input (a spike, or a non-zero input code) times the synapses it reaches —
     all outputs of a dense layer, the kernel positions that cover it in a convolution."""
-    active = (x != 0).to(torch.float64)
     if kind == "linear":
-        return active.flatten(2).sum(-1).sum(-1) * weight_shape[0]
-    k = weight_shape[-1]
-    ones = torch.ones(1, weight_shape[1], k, k, dtype=torch.float64)
-    reach = F.conv2d(active.flatten(0, 1), ones, None, stride, padding)
-    return reach.reshape(x.shape[0], -1).sum(-1) * weight_shape[0]
+        return (x != 0).flatten(1).sum(-1).to(torch.float64) * weight_shape[0]
+    # per input pixel: active channels (summed over the batch) times the kernel placements
+    # covering that pixel (a fixed map), times the output channels
+    active = (x != 0).sum(dim=(1, 2), dtype=torch.float64)  # [lead, H, W]
+    return (active * _coverage(tuple(x.shape[-2:]), weight_shape[-1], stride, padding)).sum((-2, -1)) \
+        * weight_shape[0]
+
+
+def _coverage(size: tuple[int, int], k: int, stride: int, padding: int) -> Tensor:
+    """For each input pixel of a ``k x k`` convolution, how many output positions read it."""
+    height, width = size
+    out_h, out_w = (height + 2 * padding - k) // stride + 1, (width + 2 * padding - k) // stride + 1
+    extra = (height - ((out_h - 1) * stride - 2 * padding + k), width - ((out_w - 1) * stride - 2 * padding + k))
+    ones = torch.ones(1, 1, out_h, out_w, dtype=torch.float64)
+    return F.conv_transpose2d(ones, torch.ones(1, 1, k, k, dtype=torch.float64), None, stride, padding,
+                              output_padding=extra)[0, 0]
 
 
 def check_input(x: Tensor, deployment: Deployment) -> bool:
@@ -180,6 +242,16 @@ def check_input(x: Tensor, deployment: Deployment) -> bool:
         return True
     raise NeurosimError(f"input of shape {tuple(x.shape)}: expected [batch, {', '.join(map(str, shape))}] or frames "
                         f"[batch, {deployment.timesteps}, {', '.join(map(str, shape))}]")
+
+
+def _concatenate(parts: list[EngineResult]) -> EngineResult:
+    """One result from the results of consecutive blocks of chips."""
+    counts = {name: LayerCounts(*(torch.cat([getattr(p.counts[name], what) for p in parts])
+                                  for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations")))
+              for name in parts[0].counts}
+    spikes = {name: torch.cat([p.spikes[name] for p in parts], 1) for name in parts[0].spikes}
+    energy = None if parts[0].energy_pj is None else torch.cat([p.energy_pj for p in parts])
+    return EngineResult(torch.cat([p.logits for p in parts]), counts, spikes, energy)
 
 
 def estimate_energy(energy, spikes: Tensor, synaptic_ops: Tensor, neuron_updates: Tensor) -> Tensor | None:
@@ -199,7 +271,8 @@ class IntegerEngine:
     the evaluation use for those chips; ``noise=False`` switches it off.
     """
 
-    def __init__(self, deployment: Deployment, chips: ChipInstances | None = None, noise: bool = True) -> None:
+    def __init__(self, deployment: Deployment, chips: ChipInstances | None = None, noise: bool = True,
+                 block: int | None = None) -> None:
         self.deployment = deployment
         self.profile = deployment.profile
         self.numerics = deployment.profile.numerics
@@ -214,12 +287,51 @@ class IntegerEngine:
         self.chips = chips
         self.n_chips = len(chips) if chips is not None else 1
         self.noise = DynamicNoise(self.profile, chips.seed, chips.indices) if chips is not None and noise else None
-        self.layers = [_Layer(layer, deployment, chips, self.n_chips) for layer in deployment.layers]
+        self.layers = [_Layer(layer, deployment, chips, self.n_chips, self._noise_bound(layer))
+                       for layer in deployment.layers]
+        self.block = block or self._block_size()
+        self._blocks: list[IntegerEngine] | None = None
+
+    @property
+    def blocks(self) -> list[IntegerEngine]:
+        """Engines of consecutive blocks of at most ``block`` chips (built on first use), or []
+        when all chips run in one pass. Each chip is the same alone or in a block."""
+        if self._blocks is None:
+            self._blocks = []
+            if self.chips is not None and self.n_chips > self.block:
+                with_noise = self.noise is not None
+                ranges = [list(range(i, min(i + self.block, self.n_chips))) for i in range(0, self.n_chips, self.block)]
+                self._blocks = [IntegerEngine(self.deployment, self.chips[r], with_noise, self.block) for r in ranges]
+        return self._blocks
+
+    def _block_size(self) -> int:
+        """Chips per block: their per-step state of the widest layer (batch 128) within about
+        2^18 values, which keeps the elementwise neuron updates in cache."""
+        widest = max(math.prod(layer.output_shape) for layer in self.deployment.layers)
+        return max(1, (1 << 18) // (128 * widest))
+
+    def _noise_bound(self, layer: LayerDeployment) -> int:
+        """Largest dynamic noise (thermal plus threshold jitter) in the layer's state units that
+        the state dtype must hold (:data:`NOISE_SIGMAS` sigmas)."""
+        if self.noise is None or layer.readout:
+            return 0
+        total = 0.0
+        for kind in ("thermal", "v_threshold"):
+            spec = self.noise.spec(kind)
+            if spec is not None:
+                scale = abs(self.profile.neuron.v_threshold) if spec.relative and kind == "v_threshold" else 1.0
+                total += NOISE_SIGMAS * spec.sigma * scale / float(layer.unit.abs().min())
+        return math.ceil(total) + 1
 
     @property
     def sum_dtypes(self) -> dict[str, torch.dtype]:
         """The exact arithmetic each layer's synaptic sums use (float32, float64 or int64)."""
         return {layer.spec.name: layer.sum_dtype for layer in self.layers}
+
+    @property
+    def state_dtypes(self) -> dict[str, torch.dtype]:
+        """The exact dtype each layer's neuron states are held in (float32, float64 or int64)."""
+        return {layer.spec.name: layer.state_dtype for layer in self.layers}
 
     def encode(self, x: Tensor) -> Tensor:
         """Input codes of the first layer: ``round(x / input_step)`` saturated to input_bits."""
@@ -235,14 +347,16 @@ class IntegerEngine:
         time steps, or frames ``[batch, T, *input_shape]`` (``T`` = the deployment's timesteps, one
         frame per step, each encoded by the same input rule); ``batch`` keys the dynamic noise
         (same as the training forward's)."""
+        if self.blocks:
+            return _concatenate([engine.run(x, batch, record) for engine in self.blocks])
         deployment = self.deployment
-        steps, chips = deployment.timesteps, self.n_chips
+        steps = deployment.timesteps
         frames = check_input(x, deployment)
-        codes = self.encode(x).unsqueeze(0)  # [1, batch, ...]: the same input for every chip
+        codes = self.encode(x)
+        # [L, 1, batch, *in]: one step shared by all steps and chips (static input), or T frames
+        signal = codes.transpose(0, 1).unsqueeze(1) if frames else codes.unsqueeze(0).unsqueeze(0)
         counts: dict[str, LayerCounts] = {}
         spikes_out: dict[str, Tensor] = {}
-        # static input: one tensor for all steps; frames: one [1, batch, *in] tensor per step
-        signal: list[Tensor] | Tensor = [codes[:, :, t] for t in range(steps)] if frames else codes
         for layer in self.layers[:-1]:
             signal = self._spiking_layer(layer, signal, steps, batch, counts, spikes_out, record)
         logits = self._readout(self.layers[-1], signal, steps, counts)
@@ -250,106 +364,92 @@ class IntegerEngine:
         result.energy_pj = self.energy(counts)
         return result
 
-    def _inputs(self, signal: list[Tensor] | Tensor, t: int, layer: _Layer) -> Tensor:
-        x = signal if isinstance(signal, Tensor) else signal[t]
-        if layer.spec.kind == "linear" and x.dim() > 3:
-            x = x.flatten(2)
-        return x
-
-    def _spiking_layer(self, layer: _Layer, signal, steps: int, batch: int, counts: dict[str, LayerCounts],
-                       spikes_out: dict[str, Tensor], record: bool) -> list[Tensor]:
+    def _spiking_layer(self, layer: _Layer, signal: Tensor, steps: int, batch: int, counts: dict[str, LayerCounts],
+                       spikes_out: dict[str, Tensor], record: bool) -> Tensor:
+        """The spikes ``[T, chips, batch, *out]`` (after pooling) of a layer for inputs
+        ``[L, P, batch, *in]`` (L = 1: the same input every step)."""
         spec, num = layer.spec, self.numerics
-        chips = self.n_chips
-        static = isinstance(signal, Tensor)
-        shared_current = layer.currents(self._inputs(signal, 0, layer)) if static else None
-        batch_size = (signal if static else signal[0]).shape[1]
+        chips, dtype = self.n_chips, layer.state_dtype
+        currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, *out]
+        batch_size = signal.shape[2]
         shape = (chips, batch_size, *spec.output_shape)
-        v = torch.zeros(shape, dtype=torch.int64) + layer.v_init.to(torch.int64)
-        i_syn = torch.zeros(shape, dtype=torch.int64) if layer.synapse_decay is not None else None
-        refractory = torch.zeros(shape, dtype=torch.int64) if spec.refractory else None
-        theta = layer.threshold.to(torch.int64)
-        v_reset = layer.v_reset.to(torch.int64)
-        c = LayerCounts(*(torch.zeros(chips, dtype=torch.float64) for _ in range(4)))
-        shared_ops = layer.synaptic_ops(self._inputs(signal, 0, layer)) if static else None
-        outputs, recorded = [], []
+        ops = layer.synaptic_ops(signal) * (steps if signal.shape[0] == 1 else 1)
+        c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
+                        torch.full((chips,), float(steps * batch_size * math.prod(spec.output_shape)),
+                                   dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        v = torch.zeros(shape, dtype=dtype) + layer.v_init
+        i_syn = torch.zeros(shape, dtype=dtype) if layer.synapse_decay is not None else None
+        refractory = torch.zeros(shape, dtype=dtype) if spec.refractory else None
+        theta, v_reset = layer.threshold, layer.v_reset
+        zero_reset = v_reset.dim() == 0 and not bool(v_reset)
+        spikes = torch.empty((steps, *shape), dtype=dtype)
         for t in range(steps):
-            x = self._inputs(signal, t, layer)
-            current = shared_current if static else layer.currents(x)
-            # a shared input ([1, ...]) counts for every chip
-            c.synaptic_ops += shared_ops if static else layer.synaptic_ops(x)
-            current = current.expand(shape) if current.shape[0] != chips else current
+            current = currents[t if currents.shape[0] > 1 else 0]
             if i_syn is not None:
                 raw = layer.synapse_decay(i_syn) + current
                 c.saturations += fp.out_of_range(raw, num.synapse_bits).flatten(1).sum(-1)
                 i_syn = fp.fit_to_bits(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
                 current = i_syn
             raw = layer.decay(v) + current
-            noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch)
+            noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if noise is not None:
                 raw = raw + noise
             c.saturations += fp.out_of_range(raw, num.membrane_bits).flatten(1).sum(-1)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             step_theta = theta
-            jitter = self._noise("v_threshold", spec, t, (batch_size, *spec.output_shape), batch)
+            jitter = self._noise("v_threshold", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if jitter is not None:
                 step_theta = theta + jitter
-            s = u >= step_theta
+            s = torch.ge(u, step_theta, out=spikes[t])  # 0/1 in the state dtype
             if refractory is not None:
                 resting = refractory > 0
-                s = s & ~resting
+                s.masked_fill_(resting, 0)
                 u = torch.where(resting, v, u)
-            if layer.dead is not None:
-                s = s & ~layer.dead.reshape(chips, 1, *spec.output_shape)
-            if spec.reset == "hard":
-                v = torch.where(s, v_reset, u)
+            if layer.alive is not None:
+                s.mul_(layer.alive)
+            if spec.reset == "soft":
+                v = u - step_theta * s
+            elif zero_reset:
+                v = u - u * s
             else:
-                v = u - step_theta * s.to(torch.int64)
+                v = u - (u - v_reset) * s
             if refractory is not None:
-                refractory = torch.where(s, torch.full_like(refractory, spec.refractory), (refractory - 1).clamp(min=0))
-            c.spikes += s.flatten(1).sum(-1).to(torch.float64)
-            c.neuron_updates += float(batch_size * math.prod(spec.output_shape))
-            out = s.to(torch.int64)
-            if record:
-                recorded.append(s.to(torch.int8))
-            if spec.pool:
-                pooled = F.max_pool2d(out.flatten(0, 1).to(torch.float32), spec.pool)
-                out = pooled.to(torch.int64).reshape(chips, batch_size, *pooled.shape[1:])
-            outputs.append(out)
+                refractory = torch.where(s > 0, float(spec.refractory), (refractory - 1).clamp(min=0))
+        c.spikes += spikes.transpose(0, 1).reshape(chips, -1).sum(-1, dtype=torch.float64)
         counts[spec.name] = c
         if record:
-            spikes_out[spec.name] = torch.stack(recorded)
-        return outputs
+            spikes_out[spec.name] = spikes.to(torch.int8)
+        if spec.pool:
+            pooled = F.max_pool2d(spikes.flatten(0, 2).to(torch.float32), spec.pool)
+            spikes = pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
+        return spikes
 
-    def _noise(self, kind: str, spec: LayerDeployment, step: int, shape: tuple[int, ...], batch: int) -> Tensor | None:
+    def _noise(self, kind: str, spec: LayerDeployment, step: int, shape: tuple[int, ...], batch: int,
+               dtype: torch.dtype) -> Tensor | None:
         if self.noise is None:
             return None
         if kind == "v_threshold":
             drawn = self.noise.threshold_jitter(spec.name, step, shape, batch)
         else:
             drawn = self.noise.draw(kind, spec.name, step, shape, batch)
-        return None if drawn is None else torch.round(drawn / spec.unit).to(torch.int64)
+        return None if drawn is None else torch.round(drawn / spec.unit).to(torch.int64).to(dtype)
 
-    def _readout(self, layer: _Layer, signal, steps: int, counts: dict[str, LayerCounts]) -> Tensor:
+    def _readout(self, layer: _Layer, signal: Tensor, steps: int, counts: dict[str, LayerCounts]) -> Tensor:
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
-        c = LayerCounts(*(torch.zeros(chips, dtype=torch.float64) for _ in range(4)))
-        static = isinstance(signal, Tensor)
-        shared = layer.currents(self._inputs(signal, 0, layer)) if static else None
-        u = total = None
+        currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
+        ops = layer.synaptic_ops(signal) * (steps if signal.shape[0] == 1 else 1)
+        c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
+                        torch.full((chips,), float(steps * currents.shape[2] * currents.shape[3]),
+                                   dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        shape = (chips, *currents.shape[2:])
+        u = torch.zeros(shape, dtype=layer.state_dtype)
+        total = torch.zeros(shape, dtype=layer.state_dtype)
         for t in range(steps):
-            x = self._inputs(signal, t, layer)
-            current = shared if static else layer.currents(x)
-            c.synaptic_ops += layer.synaptic_ops(x)
-            if current.shape[0] != chips:
-                current = current.expand(chips, *current.shape[1:])
-            if u is None:
-                u = torch.zeros_like(current)
-                total = torch.zeros_like(current)
-            raw = layer.decay(u) + current
+            raw = layer.decay(u) + currents[t if currents.shape[0] > 1 else 0]
             c.saturations += fp.out_of_range(raw, num.membrane_bits).flatten(1).sum(-1)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             total = total + u
-            c.neuron_updates += float(u.shape[1] * u.shape[2])
         counts[spec.name] = c
         return total.to(torch.float32) / steps * spec.unit
 

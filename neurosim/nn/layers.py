@@ -178,8 +178,8 @@ class Readout(nn.Module):
         currents = currents.reshape(steps, batch, -1)
         u = torch.zeros_like(currents[0])
         total = torch.zeros_like(u)
-        for t in range(steps):
-            u = arithmetic.fit_membrane(arithmetic.decay(u, self.beta) + currents[t])
+        for current in currents.unbind(0):  # one backward node for all steps (not T selects)
+            u = arithmetic.fit_membrane(arithmetic.decay(u, self.beta) + current)
             total = total + u
         return total / steps * unit
 

@@ -272,14 +272,16 @@ class LIFNode(nn.Module):
         state = self.initial_state(tuple(currents.shape[1:]), currents, device)
         fired = torch.zeros(currents.shape[1:], dtype=torch.bool, device=currents.device)
         spikes, potentials = [], []
-        for t in range(currents.shape[0]):
+        # unbind: one backward node for all steps (indexing currents[t] would make each step's
+        # backward allocate and fill a zero tensor of all T steps)
+        for t, current in enumerate(currents.unbind(0)):
             noise = device.noise(t, tuple(currents.shape[1:])) if device.noise else None
             step_p = p
             if device.threshold_noise is not None:
                 jitter = device.threshold_noise(t, tuple(currents.shape[1:]))
                 if jitter is not None:
                     step_p = p._replace(threshold=p.threshold + jitter)
-            s, state, u = lif_step(state, currents[t], step_p, self.surrogate, device.arithmetic, noise,
+            s, state, u = lif_step(state, current, step_p, self.surrogate, device.arithmetic, noise,
                                    device.dead)
             spikes.append(s)
             if self.record:
