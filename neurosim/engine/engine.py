@@ -28,6 +28,7 @@ from the profile's ``energy`` section.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -98,19 +99,22 @@ class _Layer:
         num = deployment.profile.numerics
         self.spec = layer
         var = chips.layers.get(layer.name) if chips is not None else None
-        weight = layer.weight.to(torch.int64)
         self.per_chip_weight = var is not None and var.stuck is not None
         if self.per_chip_weight:
             q_max = fp.int_range(num.weight_bits)[1]
             stuck_codes = (var.stuck_value * q_max).to(torch.int64)
+            weight = layer.weight.to(torch.int64)
             weight = torch.where(var.stuck, stuck_codes, weight.unsqueeze(0).expand(n_chips, *weight.shape))
-        bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
+            bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
+        else:
+            bound = layer.sum_bound(deployment.input_bits, _prepared(layer.weight, "max", _max_abs))
         if bound >= 1 << 63:
             raise NeurosimError(f"{layer.name}: synaptic sums can reach {bound}, beyond 64-bit integers")
         self.sum_dtype = exact_dtype(bound)
-        self.weight = weight.to(self.sum_dtype)  # converted once, not per step
-        if layer.kind != "linear" and self.sum_dtype != torch.int64 and not self.per_chip_weight:
-            self.weight = self.weight.contiguous(memory_format=torch.channels_last)
+        if self.per_chip_weight:
+            self.weight = weight.to(self.sum_dtype)
+        else:  # converted once per deployment, not per engine or step
+            self.weight = _prepared(layer.weight, (self.sum_dtype, layer.kind), _sum_weight)
         membrane = 1 << (num.membrane_bits - 1)
         if layer.readout:
             self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
@@ -194,12 +198,57 @@ class _Layer:
         x = x.to(dtype).contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout; exact sums
         return F.conv2d(x, weight, None, spec.stride, spec.padding)
 
-    def synaptic_ops(self, x: Tensor) -> Tensor:
+    def synaptic_ops(self, x: Tensor, binary: bool) -> Tensor:
         """Synaptic operations per source of inputs ``[L, P, batch, *in]`` over all L steps
-        (:func:`count_synaptic_ops`)."""
+        (:func:`count_synaptic_ops`; ``binary``: the inputs are 0/1 spikes)."""
         spec = self.spec
         return count_synaptic_ops(x.transpose(0, 1).flatten(1, 2), spec.kind, tuple(spec.weight.shape),
-                                  spec.stride, spec.padding)
+                                  spec.stride, spec.padding, binary)
+
+
+def _events(raw: Tensor, bits: int) -> Tensor | float:
+    """Saturation or wrap events per chip of states ``raw`` ``[chips, ...]`` before they are fit
+    to ``bits`` (:func:`~neurosim.device.fixedpoint.out_of_range`); one min/max first, since a
+    step usually has none."""
+    lo, hi = fp.int_range(bits)
+    smallest, largest = torch.aminmax(raw)
+    if lo <= smallest.item() and largest.item() <= hi:
+        return 0.0
+    return fp.out_of_range(raw, bits).flatten(1).sum(-1).to(torch.float64)
+
+
+_PREPARED: dict[int, tuple[weakref.ref, int, dict]] = {}
+
+
+def _prepared(weight: Tensor, key, make):
+    """``make(weight, key)``, remembered for this weight tensor (by identity) while it is
+    unchanged (its version counter) and alive: engines built for the same deployment (a sweep, a
+    benchmark) share the conversions."""
+    entry = _PREPARED.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1] != weight._version:
+        ident = id(weight)
+        entry = (weakref.ref(weight, lambda _, ident=ident: _forget(ident)), weight._version, {})
+        _PREPARED[ident] = entry
+    if key not in entry[2]:
+        entry[2][key] = make(weight, key)
+    return entry[2][key]
+
+
+def _forget(ident: int) -> None:
+    if _PREPARED is not None:  # None while the interpreter shuts down
+        _PREPARED.pop(ident, None)
+
+
+def _max_abs(weight: Tensor, key) -> int:
+    return int(weight.abs().max()) if weight.numel() else 0
+
+
+def _sum_weight(weight: Tensor, key) -> Tensor:
+    dtype, kind = key
+    converted = weight.to(torch.int64).to(dtype)
+    if kind != "linear" and dtype != torch.int64:
+        converted = converted.contiguous(memory_format=torch.channels_last)
+    return converted
 
 
 def _decay_gain(fmt) -> int:
@@ -209,17 +258,30 @@ def _decay_gain(fmt) -> int:
 
 
 def count_synaptic_ops(x: Tensor, kind: str, weight_shape: tuple[int, ...], stride: int = 1,
-                       padding: int = 0) -> Tensor:
+                       padding: int = 0, binary: bool = False) -> Tensor:
     """Synaptic operations of inputs ``x`` ``[lead, batch, *in]``, summed per ``lead`` entry:
     every non-zero input (a spike, or a non-zero input code) times the synapses it reaches —
-    all outputs of a dense layer, the kernel positions that cover it in a convolution."""
+    all outputs of a dense layer, the kernel positions that cover it in a convolution.
+    ``binary``: ``x`` is a float tensor of 0/1 spikes, counted as it is."""
+    if binary:
+        active = x
+    else:  # 0/1 floats (a bool mask is much slower to sum on a CPU; a nonzero code stays nonzero)
+        active = (x if x.is_floating_point() else x.to(torch.float32)).abs().sign()
     if kind == "linear":
-        return (x != 0).flatten(1).sum(-1).to(torch.float64) * weight_shape[0]
+        return count(active.flatten(2)) * weight_shape[0]
     # per input pixel: active channels (summed over the batch) times the kernel placements
     # covering that pixel (a fixed map), times the output channels
-    active = (x != 0).sum(dim=(1, 2), dtype=torch.float64)  # [lead, H, W]
-    return (active * _coverage(tuple(x.shape[-2:]), weight_shape[-1], stride, padding)).sum((-2, -1)) \
+    per_pixel = count(active.movedim(2, -1), last=True)  # [lead, batch, H, W]
+    return (per_pixel.sum(1) * _coverage(tuple(x.shape[-2:]), weight_shape[-1], stride, padding)).sum((-2, -1)) \
         * weight_shape[0]
+
+
+def count(x: Tensor, last: bool = False) -> Tensor:
+    """Exact float64 sums of 0/1 values ``x`` ``[lead, ...]``: per ``lead`` entry, or with
+    ``last`` over the last dimension only. That dimension is summed in x's own dtype (exact:
+    a run of 0/1 shorter than 2^24), the rest in float64."""
+    inner = x.sum(-1).to(torch.float64)
+    return inner if last else inner.flatten(1).sum(-1)
 
 
 def _coverage(size: tuple[int, int], k: int, stride: int, padding: int) -> Tensor:
@@ -357,23 +419,24 @@ class IntegerEngine:
         signal = codes.transpose(0, 1).unsqueeze(1) if frames else codes.unsqueeze(0).unsqueeze(0)
         counts: dict[str, LayerCounts] = {}
         spikes_out: dict[str, Tensor] = {}
-        for layer in self.layers[:-1]:
-            signal = self._spiking_layer(layer, signal, steps, batch, counts, spikes_out, record)
-        logits = self._readout(self.layers[-1], signal, steps, counts)
+        for i, layer in enumerate(self.layers[:-1]):
+            signal = self._spiking_layer(layer, signal, steps, batch, counts, spikes_out, record, binary=i > 0)
+        logits = self._readout(self.layers[-1], signal, steps, counts, binary=len(self.layers) > 1)
         result = EngineResult(logits, counts, spikes_out)
         result.energy_pj = self.energy(counts)
         return result
 
     def _spiking_layer(self, layer: _Layer, signal: Tensor, steps: int, batch: int, counts: dict[str, LayerCounts],
-                       spikes_out: dict[str, Tensor], record: bool) -> Tensor:
-        """The spikes ``[T, chips, batch, *out]`` (after pooling) of a layer for inputs
-        ``[L, P, batch, *in]`` (L = 1: the same input every step)."""
+                       spikes_out: dict[str, Tensor], record: bool, binary: bool) -> Tensor:
+        """The spikes ``[T, chips, batch, *out]`` (after pooling; 0/1 floats) of a layer for inputs
+        ``[L, P, batch, *in]`` (L = 1: the same input every step; ``binary``: the inputs are the
+        previous layer's spikes)."""
         spec, num = layer.spec, self.numerics
         chips, dtype = self.n_chips, layer.state_dtype
         currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, *out]
         batch_size = signal.shape[2]
         shape = (chips, batch_size, *spec.output_shape)
-        ops = layer.synaptic_ops(signal) * (steps if signal.shape[0] == 1 else 1)
+        ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
                         torch.full((chips,), float(steps * batch_size * math.prod(spec.output_shape)),
                                    dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
@@ -387,14 +450,14 @@ class IntegerEngine:
             current = currents[t if currents.shape[0] > 1 else 0]
             if i_syn is not None:
                 raw = layer.synapse_decay(i_syn) + current
-                c.saturations += fp.out_of_range(raw, num.synapse_bits).flatten(1).sum(-1)
+                c.saturations += _events(raw, num.synapse_bits)
                 i_syn = fp.fit_to_bits(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
                 current = i_syn
             raw = layer.decay(v) + current
             noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if noise is not None:
                 raw = raw + noise
-            c.saturations += fp.out_of_range(raw, num.membrane_bits).flatten(1).sum(-1)
+            c.saturations += _events(raw, num.membrane_bits)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             step_theta = theta
             jitter = self._noise("v_threshold", spec, t, (batch_size, *spec.output_shape), batch, dtype)
@@ -415,7 +478,7 @@ class IntegerEngine:
                 v = u - (u - v_reset) * s
             if refractory is not None:
                 refractory = torch.where(s > 0, float(spec.refractory), (refractory - 1).clamp(min=0))
-        c.spikes += spikes.transpose(0, 1).reshape(chips, -1).sum(-1, dtype=torch.float64)
+        c.spikes += count(spikes.transpose(0, 1).flatten(3))  # [chips, T, batch, neurons]
         counts[spec.name] = c
         if record:
             spikes_out[spec.name] = spikes.to(torch.int8)
@@ -434,11 +497,12 @@ class IntegerEngine:
             drawn = self.noise.draw(kind, spec.name, step, shape, batch)
         return None if drawn is None else torch.round(drawn / spec.unit).to(torch.int64).to(dtype)
 
-    def _readout(self, layer: _Layer, signal: Tensor, steps: int, counts: dict[str, LayerCounts]) -> Tensor:
+    def _readout(self, layer: _Layer, signal: Tensor, steps: int, counts: dict[str, LayerCounts],
+                 binary: bool) -> Tensor:
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
         currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
-        ops = layer.synaptic_ops(signal) * (steps if signal.shape[0] == 1 else 1)
+        ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
                         torch.full((chips,), float(steps * currents.shape[2] * currents.shape[3]),
                                    dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
@@ -447,7 +511,7 @@ class IntegerEngine:
         total = torch.zeros(shape, dtype=layer.state_dtype)
         for t in range(steps):
             raw = layer.decay(u) + currents[t if currents.shape[0] > 1 else 0]
-            c.saturations += fp.out_of_range(raw, num.membrane_bits).flatten(1).sum(-1)
+            c.saturations += _events(raw, num.membrane_bits)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             total = total + u
         counts[spec.name] = c
