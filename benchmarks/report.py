@@ -76,9 +76,9 @@ def targets(results: Results, peers: list[str]) -> list[dict[str, Any]]:
     add("integer engine vs GEMM bound, network A", engine["gflops"] / bound if engine and bound else None,
         0.5, False, "engine GFLOP/s on one chip (nominal FLOPs) / float32 GEMM GFLOP/s")
     for net in ("A", "B"):
-        noisy, plain = _ok(results, f"{net}/train/neurosim-noisy"), _ok(results, f"{net}/train/neurosim")
+        noisy, plain = _ok(results, f"{net}/train/neurosim-noisy"), _ok(results, f"{net}/train/neurosim-fixed")
         add(f"noise in the loop, network {net}", noisy["median_ms"] / plain["median_ms"] if noisy and plain else None,
-            1.15, True, "hardreset-noisy noisy step ms / float step ms")
+            1.15, True, "hardreset-noisy step with noise ms / the same chip's noiseless step ms (fixed)")
     vec, sep = _ok(results, "A/engine/vectorised"), _ok(results, "A/engine/separate")
     add("chips in one vectorised pass, network A", sep["median_ms"] / vec["median_ms"] if vec and sep else None,
         8.0, False, f"{vec['config']['chips'] if vec else 'N'} one-chip passes ms / one pass ms")

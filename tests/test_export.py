@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from neurosim.cli import main
@@ -122,6 +122,11 @@ def test_parity_property(hidden, weight_bits, membrane_bits, overflow, decay, re
     model = model_for(profile, "mlp:" + "-".join(map(str, hidden)), input_shape=(1, 4, 4), classes=5,
                       timesteps=3, seed=seed, gain=gain)
     x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    try:
+        compile_model(model, profile)
+    except ExportError as exc:  # e.g. a readout bias beyond an 8-bit membrane: a model this chip cannot hold
+        assume("bias_bits" not in str(exc))
+        raise
     assert_parity(model, profile, x, n_chips=2, seed=seed)
 
 
