@@ -124,10 +124,11 @@ def render(results: Results, nets: dict[str, Network], peers: list[str], meta: d
     if meta.get("quick"):
         L += ["**Quick run (`--quick`): tiny sizes and few repetitions, a smoke test of the harness; "
               "these figures say nothing about speed.**", ""]
-    # at the end the suite's own last process still weighs about 1 in the 1-minute average
-    busy = max(meta["load_start"], meta["load_end"] - 1.0)
+    # only the start says whether other work was running: at the end the 1-minute average still
+    # holds the suite's own (2-thread) processes
+    busy = meta["load_start"]
     if busy > BUSY_LOAD:
-        L += [f"**Warning: the machine was not idle (load average up to {busy:.1f} on {meta['cores']} cores). "
+        L += [f"**Warning: the machine was not idle (load average {busy:.1f} at the start on {meta['cores']} cores). "
               "Other processes on the cores make multi-threaded OpenMP loops many times slower; these "
               "figures are not valid measurements of the libraries.**", ""]
     L += [f"Written by `{meta['command']}` on {meta['date']} (commit {meta['commit']}); "
@@ -138,7 +139,8 @@ def render(results: Results, nets: dict[str, Network], peers: list[str], meta: d
           f"- CPU: {meta['cpu']}, {meta['cores']} cores; every process ran with "
           f"`torch.set_num_threads({meta['threads']})`.",
           f"- Load average (1 min) at start / end: {meta['load_start']:.2f} / {meta['load_end']:.2f}"
-          " (an idle machine reads about 0 at the start; at the end the suite's own last process adds about 1).",
+          " (an idle machine reads about 0 at the start; at the end the average still holds the suite's own "
+          "processes).",
           "- " + ", ".join(f"{name} {version or 'not installed'}" for name, version in meta["versions"].items()) + ".",
           "- The peers are the extra `bench`, installed beside torch without letting pip replace it: "
           "`pip install --no-deps snntorch spikingjelly loguru`.", "",
