@@ -443,14 +443,20 @@ def test_loihi_like(data):
     compare(deployment, x, chips_for(data.draw, deployment), batch=data.draw(st.integers(0, 3)))
 
 
-def test_xylo_like_with_noise_and_faults():
-    """xylo-like plus thermal and threshold noise, threshold variation and faults, noise visible
-    in the spikes."""
+def noisy_faulty_xylo() -> DeviceProfile:
+    """xylo-like with threshold variation, thermal and threshold noise, dead neurons and stuck
+    weights: every per-chip and per-step path of the engine at once."""
     base = load_profile("xylo-like").to_dict()
     base["variation"] = {"v_threshold": {"sigma": 0.5}}
     base["noise"] = {"thermal": {"sigma": 60.0}, "v_threshold": {"sigma": 0.3, "relative": True}}
     base["faults"] = {"dead_neurons": 0.2, "stuck_weights": 0.2, "stuck_at": "random"}
-    profile = DeviceProfile.model_validate(base)
+    return DeviceProfile.model_validate(base)
+
+
+def test_xylo_like_with_noise_and_faults():
+    """xylo-like plus thermal and threshold noise, threshold variation and faults, noise visible
+    in the spikes."""
+    profile = noisy_faulty_xylo()
     rng = np.random.default_rng(7)
     layers = [{"weight": rng.integers(-5, 10, size=(8, 16)), "threshold": 800, "unit": 0.25,
                "synapse_decay": 0.75},
@@ -712,11 +718,7 @@ def test_chip_blocks_equal_one_pass(block):
     """A stack of chips run in blocks (to keep each step's state in cache) gives the one-pass
     results bit for bit: logits, every recorded spike and every count, with noise,
     faults, variation and a current-based synapse in play."""
-    base = load_profile("xylo-like").to_dict()
-    base["variation"] = {"v_threshold": {"sigma": 0.5}}
-    base["noise"] = {"thermal": {"sigma": 60.0}, "v_threshold": {"sigma": 0.3, "relative": True}}
-    base["faults"] = {"dead_neurons": 0.2, "stuck_weights": 0.2, "stuck_at": "random"}
-    profile = DeviceProfile.model_validate(base)
+    profile = noisy_faulty_xylo()
     rng = np.random.default_rng(3)
     layers = [{"weight": rng.integers(-5, 10, size=(8, 16)), "threshold": 800, "unit": 0.25, "synapse_decay": 0.75},
               {"weight": rng.integers(-128, 128, size=(4, 8)), "readout": True}]
