@@ -22,6 +22,7 @@ from neurosim.device.profile import DecayFormat, DeviceProfile
 from neurosim.engine import IntegerEngine, deployment_shapes
 from neurosim.engine import reference as ref
 from neurosim.engine.reference import reference_run
+from neurosim.engine.engine import count_synaptic_ops
 from neurosim.errors import ExportError
 from neurosim.export.deployment import Deployment
 
@@ -735,3 +736,72 @@ def test_chip_blocks_equal_one_pass(block):
         for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations"):
             assert torch.equal(getattr(counts, what), getattr(parts.counts[name], what)), (name, what)
     assert int(one.counts["block0"].spikes.sum()) > 0
+
+
+# ------------------------------------------------------------------ synaptic operation counts
+
+def brute_force_synaptic_ops(x: np.ndarray, kind: str, weight_shape: tuple, stride: int, padding: int) -> list:
+    """Per lead entry: for every non-zero input, the synapses it reaches, counted one by one."""
+    out = []
+    for lead in x:
+        total = 0
+        for sample in lead:
+            if kind == "linear":
+                total += int(np.count_nonzero(sample)) * weight_shape[0]
+                continue
+            channels, height, width = sample.shape
+            k = weight_shape[-1]
+            out_h, out_w = (height + 2 * padding - k) // stride + 1, (width + 2 * padding - k) // stride + 1
+            for c, i, j in zip(*np.nonzero(sample)):
+                for oi in range(out_h):
+                    for oj in range(out_w):
+                        top, left = oi * stride - padding, oj * stride - padding
+                        if top <= i < top + k and left <= j < left + k:
+                            total += weight_shape[0]
+        out.append(total)
+    return out
+
+
+@settings(max_examples=examples(30), **SETTINGS)
+@given(data=st.data())
+def test_synaptic_op_counts_equal_counting_one_by_one(data):
+    """count_synaptic_ops (spike counts times a fixed coverage map for convolutions) equals
+    counting every non-zero input's synapses one by one, for codes (any sign) and 0/1 spikes."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    lead, batch = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    binary = data.draw(st.booleans())
+    if data.draw(st.booleans()):
+        kind, k = "conv", data.draw(st.integers(1, 3))
+        stride, padding = data.draw(st.integers(1, 3)), data.draw(st.integers(0, k - 1))
+        size = data.draw(st.integers(k, 7))
+        shape = (lead, batch, data.draw(st.integers(1, 3)), size, data.draw(st.integers(k, 7)))
+        weight_shape = (data.draw(st.integers(1, 4)), shape[2], k, k)
+    else:
+        kind, stride, padding = "linear", 1, 0
+        shape = (lead, batch, data.draw(st.integers(1, 20)))
+        weight_shape = (data.draw(st.integers(1, 6)), shape[2])
+    x = (rng.random(shape) < 0.4).astype(np.float32) if binary else rng.integers(-3, 4, size=shape)
+    got = count_synaptic_ops(torch.from_numpy(x), kind, weight_shape, stride, padding, binary=binary)
+    assert got.dtype == torch.float64
+    assert got.tolist() == brute_force_synaptic_ops(x, kind, weight_shape, stride, padding)
+
+
+def test_engine_synaptic_ops_follow_the_recorded_spikes():
+    """The engine's per-chip synaptic operations: input codes x fan-out for the first layer, the
+    recorded spikes of the layer below x fan-out for the next."""
+    profile = load_profile("hardreset-noisy")
+    rng = np.random.default_rng(4)
+    layers = [{"weight": rng.integers(-60, 60, size=(12, 10)), "threshold": 40},
+              {"weight": rng.integers(-60, 60, size=(5, 12)), "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, timesteps=3, input_shape=(10,))
+    chips = sample_chips(profile, deployment_shapes(deployment), n=3, seed=1)
+    x = torch.from_numpy(rng.random((4, 10)).astype(np.float32))
+    x[0, :3] = 0.0
+    engine = IntegerEngine(deployment, chips)
+    result = engine.run(x, record=True)
+    nonzero_codes = int((engine.encode(x) != 0).sum())
+    assert result.counts["block0"].synaptic_ops.tolist() == [3 * nonzero_codes * 12] * 3
+    spikes = result.spikes["block0"].to(torch.int64).sum(dim=(0, 2, 3))  # per chip
+    assert int(spikes.sum()) > 0
+    assert result.counts["readout"].synaptic_ops.tolist() == (spikes * 5).tolist()
+    assert result.counts["block0"].spikes.tolist() == spikes.tolist()
