@@ -118,7 +118,8 @@ class _Layer:
         membrane = 1 << (num.membrane_bits - 1)
         if layer.readout:
             self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
-            self.state_dtype = exact_dtype(max(bound + membrane * _decay_gain(num.decay),
+            # decayed state, state plus current (and the wrap's shift by 2^(bits-1)), sum over time
+            self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), 2 * membrane + bound,
                                                deployment.timesteps * membrane))
             self._cache_bias()
             return
@@ -145,12 +146,16 @@ class _Layer:
             quant.DecayRule.of(per_chip("synapse_decay", layer.synapse_decay), num.synapse_decay)
         v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
         theta_max = 1 << ((num.threshold_bits or num.membrane_bits) - 1)
+        # every intermediate value of a step: decay products, state plus input (plus the wrap's
+        # shift by 2^(bits-1)), threshold plus jitter, the initial state
+        values = [membrane * _decay_gain(num.decay), membrane + theta_max + noise_bound, int(v_init.abs().max())]
         current = bound
         if self.synapse_decay is not None:
             synapse = 1 << (num.synapse_bits - 1)
-            current = max(synapse * _decay_gain(num.synapse_decay), synapse + bound)
-        self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), membrane + current + noise_bound,
-                                           membrane + theta_max + noise_bound, int(v_init.abs().max())))
+            values += [synapse * _decay_gain(num.synapse_decay), 2 * synapse + bound]
+            current = synapse  # the membrane receives the fitted synaptic state
+        values.append(2 * membrane + current + noise_bound)
+        self.state_dtype = exact_dtype(max(values))
         state = self.state_dtype
         self.threshold, self.v_reset, self.v_init = threshold.to(state), v_reset.to(state), v_init.to(state)
         self.alive = None if var is None or var.dead is None else \
