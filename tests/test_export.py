@@ -440,3 +440,17 @@ def test_energy_estimate_from_the_profile(tmp_path):
     assert result.energy_pj.item() == pytest.approx(expected)
     assert IntegerEngine(Deployment.from_integers(load_profile("hardreset-noisy"), layers, 3, (1,))).run(
         torch.tensor([[1.0]])).energy_pj is None
+
+
+def test_bug_tiny_state_unit_is_a_clear_error_not_an_overflow():
+    """A state unit so small that threshold / unit is infinite (fuzzing found 1e-45) is refused
+    as an ExportError naming the threshold, not an OverflowError from int(inf)."""
+    from neurosim.export.compile import check_deployment
+
+    profile = load_profile("hardreset-noisy")
+    layers = [{"weight": np.ones((3, 4), dtype=np.int64), "threshold": 5},
+              {"weight": np.ones((2, 3), dtype=np.int64), "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, timesteps=2, input_shape=(4,))
+    deployment.layers[0].unit = torch.tensor(1e-45)  # the threshold in float units stays as it was
+    with pytest.raises(ExportError, match="threshold needs inf units"):
+        check_deployment(deployment)

@@ -265,7 +265,7 @@ def check_deployment(deployment: Deployment) -> None:
             codes = quant.threshold_codes(theta, unit, num)
             raw = torch.round(theta / unit)
             if bool((raw > codes).any()):
-                raise ExportError(f"{where}: threshold needs {int(raw.max())} units, more than threshold_bits "
+                raise ExportError(f"{where}: threshold needs {float(raw.max()):.0f} units, more than threshold_bits "
                                   f"= {num.threshold_bits or num.membrane_bits} hold")
         if not 0 < layer.beta <= 1:
             raise ExportError(f"{where}: decay beta = {layer.beta} outside (0, 1]")
