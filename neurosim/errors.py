@@ -8,6 +8,12 @@ line and exits with status 2; nothing else escapes as a traceback.
 from __future__ import annotations
 
 
+def brief(exc: BaseException | str, limit: int = 200) -> str:
+    """An exception's message (or a text) on one line, cut to ``limit`` characters, for quoting
+    inside a one-line error ("... (reason)")."""
+    return " ".join(str(exc).split())[:limit]
+
+
 class NeurosimError(Exception):
     """Base class of the errors a user can cause; the CLI turns them into one line and exit 2."""
 

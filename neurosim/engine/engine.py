@@ -395,11 +395,6 @@ class IntegerEngine:
         """The exact arithmetic each layer's synaptic sums use (float32, float64 or int64)."""
         return {layer.spec.name: layer.sum_dtype for layer in self.layers}
 
-    @property
-    def state_dtypes(self) -> dict[str, torch.dtype]:
-        """The exact dtype each layer's neuron states are held in (float32, float64 or int64)."""
-        return {layer.spec.name: layer.state_dtype for layer in self.layers}
-
     def encode(self, x: Tensor) -> Tensor:
         """Input codes of the first layer: ``round(x / input_step)`` saturated to input_bits."""
         first = self.deployment.layers[0]

@@ -54,7 +54,7 @@ def neuron_differences(node: LIFNode, profile: DeviceProfile) -> list[str]:
     fmt = profile.numerics.decay
     realised = float(quant.realised_decay(beta, fmt))
     if abs(realised - beta) > _decay_tolerance(fmt):
-        form = f"shift v - (v >> k)" if fmt.kind == "shift" else f"multiply by d / 2^{fmt.bits}"
+        form = "shift v - (v >> k)" if fmt.kind == "shift" else f"multiply by d / 2^{fmt.bits}"
         diffs.append(f"decay beta = {beta:.6g} is not exact on the chip ({form} gives {realised:.6g})")
     if node.refractory != p.refractory:
         diffs.append(f"refractory is {node.refractory} steps, the chip's is {p.refractory}")
@@ -231,18 +231,14 @@ def check_structure(deployment: Deployment) -> None:
 def check_deployment(deployment: Deployment) -> None:
     """The layer graph (:func:`check_structure`), every ``limits`` entry of the profile and
     every value against the number formats."""
-    profile, num, limits = deployment.profile, deployment.profile.numerics, deployment.profile.limits
+    profile, num = deployment.profile, deployment.profile.numerics
     if num.is_float:
         raise ExportError(f"profile {profile.name}: computes in float; a deployment needs fixed point")
     check_structure(deployment)
     w_lo, w_hi = fp.int_range(num.weight_bits)
     bias_bits = num.bias_bits or num.membrane_bits
     for layer in deployment.layers:
-        where = layer.name
-        if layer.kind not in ("linear", "conv2d"):
-            raise ExportError(f"{where}: unknown layer kind {layer.kind!r}")
-        if layer.weight.numel() == 0:
-            raise ExportError(f"{where}: empty weight")
+        where = layer.name  # kind and a non-empty weight: check_structure above
         if int(layer.weight.min()) < w_lo or int(layer.weight.max()) > w_hi:
             raise ExportError(f"{where}: weight code {int(layer.weight.abs().max())} outside weight_bits = "
                               f"{num.weight_bits} ([{w_lo}, {w_hi}])")

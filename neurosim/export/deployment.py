@@ -33,7 +33,7 @@ from torch import Tensor
 from neurosim import __version__
 from neurosim.device.loading import read_yaml
 from neurosim.device.profile import DeviceProfile
-from neurosim.errors import ArtifactError
+from neurosim.errors import ArtifactError, brief
 from neurosim.files import write_folder
 
 FORMAT_VERSION = 1
@@ -264,7 +264,7 @@ def load_deployment(path: str | os.PathLike[str]) -> Deployment:
         arrays = _read_tensors(manifest["tensors"], manifest_path, tensors_path)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})") from None
+                            f"{brief(exc)})") from None
     return deployment_from_manifest(manifest, arrays, manifest_path)
 
 
@@ -294,7 +294,7 @@ def _read_tensors(tensors_entry: dict[str, Any], manifest_path: Path, tensors_pa
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise ArtifactError(f"{tensors_path}: unreadable: it holds pickled Python objects, refused unexecuted (tensors are "
                                 "loaded with allow_pickle=False)") from None
-        raise ArtifactError(f"{tensors_path}: unreadable ({' '.join(str(exc).split())[:200]})") from None
+        raise ArtifactError(f"{tensors_path}: unreadable ({brief(exc)})") from None
 
 
 def deployment_from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray],
@@ -310,14 +310,14 @@ def deployment_from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndar
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ArtifactError(f"{where}: malformed manifest ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})") from None
+                            f"{brief(exc)})") from None
 
 
 def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> Deployment:
     try:
         profile = DeviceProfile.model_validate(manifest["profile"]["spec"])
     except Exception as exc:  # pydantic ValidationError or a wrong type
-        raise ArtifactError(f"{where}: profile: invalid ({' '.join(str(exc).split())[:200]})") from None
+        raise ArtifactError(f"{where}: profile: invalid ({brief(exc)})") from None
     if profile_checksum(profile) != manifest["profile"].get("sha256"):
         raise ArtifactError(f"{where}: profile checksum mismatch (the profile was altered)")
     layers = [_layer_from_manifest(entry, arrays, where) for entry in manifest["layers"]]

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from neurosim import __version__
-from neurosim.errors import ArtifactError, ExportError, NeurosimError
+from neurosim.errors import ArtifactError, ExportError, NeurosimError, brief
 from neurosim.export.deployment import Deployment, deployment_from_manifest
 from neurosim.files import atomic_write, write_folder, write_yaml
 from neurosim.nn.builder import NeuronOptions, build_model
@@ -280,7 +280,7 @@ def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, A
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: _json(head, "graph"), "dt": float(dt)},
                             type_check=True)
     except (ValueError, AssertionError) as exc:  # a shape this module got wrong: say so, do not write it
-        raise ExportError(f"NIR graph failed its type check ({' '.join(str(exc).split())[:200]})") from None
+        raise ExportError(f"NIR graph failed its type check ({brief(exc)})") from None
 
 
 def _json(data: dict[str, Any], where: str) -> str:
@@ -377,7 +377,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
         graph = nir.read(path, type_check=False)
     except Exception as exc:  # h5py, nir's asserts, KeyError ...: any failure to parse the file
         raise ArtifactError(f"{path}: not a readable NIR graph ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})") from None
+                            f"{brief(exc)})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise ArtifactError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
     return graph

@@ -310,12 +310,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
         mine = items[r + rank] if r + rank < len(items) else None
         rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
                                         for row in evaluator.rows(points[mine[0]], mine[1])]
-        gathered = group.gather(rows)
+        new_rows = [row for part in group.gather(rows) for row in part]
         if rank == 0:
-            _append_rows(results, columns, [row for part in gathered for row in part])
+            _append_rows(results, columns, new_rows)
             bar.update(min(world, len(items) - r))
         if strict:
-            _refuse_overflow([row for part in gathered for row in part], points, results)
+            _refuse_overflow(new_rows, points, results)
     bar.close()
     summary: list[dict[str, Any]] = []
     if rank == 0:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurosim.errors import DatasetError
+from neurosim.errors import DatasetError, brief
 from neurosim.train.datasets import EVENT_DATASETS, Dataset, DatasetSplit
 
 __all__ = ["EVENT_DATASETS", "FrameBinning", "bin_events", "load_event_dataset"]
@@ -296,5 +296,5 @@ def _load_npy(name: str, path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:160] or type(exc).__name__
+        reason = getattr(exc, "strerror", None) or brief(exc, 160) or type(exc).__name__
         raise DatasetError(f"{name}: {path}: not a readable .npy array ({reason})") from None

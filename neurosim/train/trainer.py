@@ -35,7 +35,7 @@ from torch import Tensor
 from neurosim.device import load_profile, sample_chips
 from neurosim.device.chips import ChipInstances, DynamicNoise
 from neurosim.device.profile import DeviceProfile
-from neurosim.errors import ConfigError, NeurosimError, TrainingDiverged
+from neurosim.errors import ConfigError, NeurosimError, TrainingDiverged, brief
 from neurosim.files import atomic_write, make_folder, write_json, write_yaml
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
@@ -159,6 +159,10 @@ class Trainer:
             self.model, lambda m: self.loss(m(inputs, chip), targets), cfg.low, cfg.high, cfg.iterations)
         return self.tuned_width
 
+    def _diverged(self, why: str) -> TrainingDiverged:
+        """The error that stops a run whose loss, step or state became non-finite."""
+        return TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: {why}")
+
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training set; returns mean loss and accuracy."""
         from tqdm.auto import tqdm
@@ -180,8 +184,7 @@ class Trainer:
             if group.distributed:  # every rank must see the same verdict below, or the others hang
                 batch_loss, = group.sum([batch_loss])
             if not math.isfinite(batch_loss):
-                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
-                                       f"the loss is {batch_loss / global_size}; lower --lr or check the model")
+                raise self._diverged(f"the loss is {batch_loss / global_size}; lower --lr or check the model")
             self.optimizer.zero_grad(set_to_none=True)
             # DDP averages the ranks' gradients; this scale makes that average the gradient of the
             # global batch's mean loss (exactly the one-process gradient when slices are uneven).
@@ -194,13 +197,11 @@ class Trainer:
             except RuntimeError as exc:  # a step too large for float32 ("... without overflow")
                 if "overflow" not in str(exc):
                     raise
-                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: the "
-                                       f"optimiser step overflows ({_short(exc)}); lower --lr") from None
+                raise self._diverged(f"the optimiser step overflows ({_short(exc)}); lower --lr") from None
             bad = non_finite_state(self.model)
             if bad is not None:
-                raise TrainingDiverged(f"training diverged at epoch {self.epoch + 1}, step {self.global_step}: "
-                                       f"{bad} became NaN or inf after the optimiser step; lower --lr or check "
-                                       "the model")
+                raise self._diverged(f"{bad} became NaN or inf after the optimiser step; lower --lr or check the "
+                                     "model")
             self.global_step += 1
             total_loss += batch_loss
             correct += (logits.argmax(1) == targets).sum().item()
@@ -339,7 +340,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise NeurosimError(f"{path}: not a neurosim checkpoint: it holds {what}, refused unexecuted "
                             "(checkpoints are loaded with weights_only=True)") from None
     except Exception as exc:  # noqa: BLE001 - any other problem of a truncated, corrupt or foreign file
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = brief(exc) or type(exc).__name__
         raise NeurosimError(f"{path}: not a neurosim checkpoint (truncated, corrupt or another format: "
                             f"{reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -381,9 +382,8 @@ def init_from_run(model: SpikingNetwork, run_dir: str | Path) -> None:
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as exc:
-        detail = " ".join(str(exc).split())[:200]
         raise ConfigError(f"--init-from {run_dir}: its model does not fit this run's --model/--profile; train with "
-                          f"its config.yaml ({detail})") from None
+                          f"its config.yaml ({_short(exc)})") from None
 
 
 @dataclass
@@ -400,8 +400,8 @@ class TrainResult:
 def _short(exc: BaseException) -> str:
     """An exception's message on one line, at most 200 characters (PyTorch's state-dict errors
     put the useful part on the lines after a heading)."""
-    text = " ".join(str(exc).replace("Error(s) in loading state_dict for SpikingNetwork:", "").split())
-    return text[:200] or type(exc).__name__
+    text = brief(str(exc).replace("Error(s) in loading state_dict for SpikingNetwork:", ""))
+    return text or type(exc).__name__
 
 
 def _kept_checkpoint(out: Path | None, epoch: int | None) -> str:
