@@ -64,20 +64,55 @@ def wrap(x: Tensor, bits: int) -> Tensor:
     return torch.remainder(x - lo, 1 << bits) + lo
 
 
+def wrap_high(x: Tensor, bits: int) -> Tensor:
+    """Reduce ``x`` modulo ``2^bits`` into ``(-2^(bits-1), 2^(bits-1)]``: Lava's wrap of Loihi's
+    current ``u`` (src/lava/proc/lif/models.py ``subthr_dynamics``: ``u - 2^bits`` above
+    ``2^(bits-1)``, ``u + 2^bits`` at or below ``-2^(bits-1)``)."""
+    lo, hi = fit_range(bits, "wrap_high")
+    return torch.remainder(x - lo, 1 << bits) + lo
+
+
+def fit_range(bits: int, overflow: Overflow = "saturate") -> tuple[int, int]:
+    """The values a ``bits``-bit state holds under ``overflow``: the two's-complement range, one
+    less at the bottom for ``saturate_symmetric`` (``[-(2^(b-1) - 1), 2^(b-1) - 1]``), one up for
+    ``wrap_high`` (``[-(2^(b-1) - 1), 2^(b-1)]``)."""
+    lo, hi = int_range(bits)
+    if overflow == "saturate_symmetric":
+        return lo + 1, hi
+    if overflow == "wrap_high":
+        return lo + 1, hi + 1
+    return lo, hi
+
+
 def fit_to_bits(x: Tensor, bits: int, overflow: Overflow) -> Tensor:
-    """Apply the profile's overflow rule (``saturate`` or ``wrap``) at ``bits`` bits."""
+    """Apply the profile's overflow rule (``saturate``, ``wrap``, ``saturate_symmetric`` or
+    ``wrap_high``, see :data:`neurosim.device.profile.Overflow`) at ``bits`` bits."""
     if overflow == "saturate":
         return saturate(x, bits)
     if overflow == "wrap":
         return wrap(x, bits)
+    if overflow == "saturate_symmetric":
+        lo, hi = fit_range(bits, overflow)
+        return x.clamp(lo, hi)
+    if overflow == "wrap_high":
+        return wrap_high(x, bits)
     raise ValueError(f"unknown overflow rule {overflow!r}")
 
 
-def out_of_range(x: Tensor, bits: int) -> Tensor:
-    """Boolean mask of the entries of ``x`` that a ``bits``-bit state cannot hold (the events
-    the engine counts as saturations or wraps)."""
-    lo, hi = int_range(bits)
+def out_of_range(x: Tensor, bits: int, overflow: Overflow = "saturate") -> Tensor:
+    """Boolean mask of the entries of ``x`` that a ``bits``-bit state cannot hold under
+    ``overflow`` (the events the engine counts as saturations or wraps)."""
+    lo, hi = fit_range(bits, overflow)
     return (x < lo) | (x > hi)
+
+
+def shift_sum(x: Tensor, shift: int) -> Tensor:
+    """A synaptic sum times its layer's power-of-two gain: ``x << shift`` for ``shift >= 0``,
+    ``x >> -shift`` (floor, the arithmetic shift) below (Xylo's weight shift; Loihi's weight
+    exponent, Lava dense/models.py ``PyDenseModelBitAcc``)."""
+    if shift >= 0:
+        return x * (1 << shift) if shift else x
+    return shift_right(x, -shift, "floor")
 
 
 def round_to_int(x: Tensor, rounding: Rounding, generator: torch.Generator | None = None) -> Tensor:
@@ -202,6 +237,7 @@ def _check_bits(bits: int) -> None:
 
 __all__ = [
     "apply_decay", "decay_by_multiply", "decay_by_shift", "decay_multiplier", "decay_shift_for",
-    "dequantize", "exact_float_bound", "fit_to_bits", "int_range", "out_of_range", "quantization_scale",
-    "quantize", "representable_range", "round_to_int", "saturate", "shift_right", "wrap",
+    "dequantize", "exact_float_bound", "fit_range", "fit_to_bits", "int_range", "out_of_range",
+    "quantization_scale", "quantize", "representable_range", "round_to_int", "saturate", "shift_right",
+    "shift_sum", "wrap", "wrap_high",
 ]

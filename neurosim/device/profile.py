@@ -20,8 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 Rounding = Literal["nearest_even", "floor", "stochastic"]
 """How a float is rounded to an integer: half to even, toward minus infinity, or stochastically."""
 
-Overflow = Literal["saturate", "wrap"]
-"""What a state does past its bit width: clamp to the range, or wrap around (two's complement)."""
+Overflow = Literal["saturate", "wrap", "saturate_symmetric", "wrap_high"]
+"""What a state does past its bit width: clamp to the range, or wrap around (two's complement).
+``saturate_symmetric`` clamps to ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (Lava's ``np.clip`` of the Loihi
+membrane); ``wrap_high`` wraps modulo ``2^b`` into ``(-2^(b-1), 2^(b-1)]`` (Lava's wrap of the Loihi
+current, which keeps ``+2^(b-1)`` and sends ``-2^(b-1)`` to ``+2^(b-1)``)."""
 
 
 class _Spec(BaseModel):
@@ -51,9 +54,13 @@ class NeuronSpec(_Spec):
     tau: float | None = Field(default=None, gt=0)
     synapse_decay: float | None = Field(default=None, gt=0, le=1)
     refractory: int = Field(default=0, ge=0)
+    max_spikes: int = Field(default=1, ge=1, le=255)
+    synapse_delay: int = Field(default=0, ge=0, le=64)
 
     @model_validator(mode="after")
     def _decay_given_once(self) -> NeuronSpec:
+        if self.max_spikes > 1 and self.reset != "soft":
+            raise ValueError("max_spikes > 1 (several spikes per step) needs reset: soft")
         if self.decay is not None and self.tau is not None:
             raise ValueError("give either 'decay' or 'tau', not both")
         if self.model == "if" and (self.tau is not None or self.decay not in (None, 1.0)):
@@ -105,6 +112,18 @@ class DecayFormat(_Spec):
         return None if self.shift is None else 1.0 - 2.0 ** (-self.shift)
 
 
+class ReadoutSpec(_Spec):
+    """The chip's output neurons. ``integrator`` is DESIGN.md §2's non-spiking readout; ``lif``
+    is a neuron of the chip's own model (current-based if the chip is, its decays) that fires
+    and resets by subtraction, at most ``max_spikes`` per step (Xylo's output neurons: 1); the
+    logits are the mean of its membrane over time either way. ``delay``: steps between the last
+    hidden layer's spikes and the readout's current (Xylo delivers them one step later)."""
+
+    neuron: Literal["integrator", "lif"] = "integrator"
+    max_spikes: int = Field(default=1, ge=1, le=255)
+    delay: int = Field(default=0, ge=0, le=64)
+
+
 class WeightShiftRange(_Spec):
     """Range of the per-layer power-of-two weight gain 2^s a chip applies (Xylo's weight shift,
     Loihi's weight exponent)."""
@@ -131,6 +150,21 @@ class NumericsSpec(_Spec):
 
     In YAML a float chip is written ``numerics: float``; a fixed-point chip is a mapping of the
     fields below. All integers are signed two's complement of the given width.
+
+    How a step's integers are combined (defaults: DESIGN.md §2 as written):
+
+    * ``activation_shift``: a layer's synaptic sum is shifted left by this many bits before it
+      reaches the state (Loihi's 6-bit MSB alignment, Lava ``act_shift``).
+    * ``accumulate``: ``sum`` adds a step's whole synaptic input at once, then applies the
+      overflow rule; ``per_source`` adds each presynaptic source's contribution in turn with the
+      overflow rule after each (inputs by index, then recurrent sources: xylosim's
+      ``deliver_spikes`` with ``safe_add``), which differs from the sum only when a state
+      saturates on the way.
+    * ``synapse_update``: ``decay_then_add`` is ``i[t] = decay(i[t-1]) + input``;
+      ``add_then_decay`` is ``i[t] = decay(fit(i[t-1] + input))`` (xylosim delivers spikes
+      before the neurons evolve).
+    * ``membrane_update``: ``sum`` is ``v = fit(decay(v) + i + bias)``; ``increment`` is
+      xylosim's ``dv = fit(decay(v) - v + i)``, ``dv = fit(dv + bias)``, ``v = fit(v + dv)``.
     """
 
     format: Literal["float", "fixed"] = "fixed"
@@ -147,6 +181,10 @@ class NumericsSpec(_Spec):
     rounding: Rounding = "nearest_even"
     overflow: Overflow = "saturate"
     synapse_overflow: Overflow | None = None
+    activation_shift: int = Field(default=0, ge=0, le=31)
+    accumulate: Literal["sum", "per_source"] = "sum"
+    synapse_update: Literal["decay_then_add", "add_then_decay"] = "decay_then_add"
+    membrane_update: Literal["sum", "increment"] = "sum"
 
     @model_validator(mode="before")
     @classmethod
@@ -264,6 +302,7 @@ class DeviceProfile(_Spec):
     faults: FaultsSpec = Field(default_factory=FaultsSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
+    readout: ReadoutSpec = Field(default_factory=ReadoutSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceProfile:

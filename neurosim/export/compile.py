@@ -198,6 +198,17 @@ def check_structure(deployment: Deployment) -> None:
             raise ExportError(f"{where}: input_step = {layer.input_step}, expected a positive number")
         if layer.synapse_decay is not None and not 0 < layer.synapse_decay <= 1:
             raise ExportError(f"{where}: synapse_decay = {layer.synapse_decay} outside (0, 1]")
+        if layer.max_spikes < 1 or (layer.max_spikes > 1 and layer.reset != "soft" and not layer.readout):
+            raise ExportError(f"{where}: max_spikes = {layer.max_spikes}: expected 1, or more with a soft reset")
+        if layer.delay < 0:
+            raise ExportError(f"{where}: delay = {layer.delay}, expected >= 0")
+        if layer.readout_neuron not in ("integrator", "lif"):
+            raise ExportError(f"{where}: readout_neuron {layer.readout_neuron!r}, expected 'integrator' or 'lif'")
+        if layer.recurrent is not None:
+            n_out = int(weight.shape[0])
+            if layer.kind != "linear" or layer.readout or tuple(layer.recurrent.shape) != (n_out, n_out):
+                raise ExportError(f"{where}: recurrent weights of shape {list(layer.recurrent.shape)}: only a "
+                                  f"dense hidden layer has them, as [{n_out}, {n_out}]")
         if layer.kind == "linear":
             if int(math.prod(shape)) != int(weight.shape[1]) or int(math.prod(layer.input_shape)) != int(weight.shape[1]):
                 raise ExportError(f"{where}: takes {int(weight.shape[1])} inputs, the layer before gives "
@@ -239,9 +250,15 @@ def check_deployment(deployment: Deployment) -> None:
     bias_bits = num.bias_bits or num.membrane_bits
     for layer in deployment.layers:
         where = layer.name  # kind and a non-empty weight: check_structure above
-        if int(layer.weight.min()) < w_lo or int(layer.weight.max()) > w_hi:
-            raise ExportError(f"{where}: weight code {int(layer.weight.abs().max())} outside weight_bits = "
-                              f"{num.weight_bits} ([{w_lo}, {w_hi}])")
+        for what, codes in (("weight", layer.weight), ("recurrent weight", layer.recurrent)):
+            if codes is not None and codes.numel() and (int(codes.min()) < w_lo or int(codes.max()) > w_hi):
+                raise ExportError(f"{where}: {what} code {int(codes.abs().max())} outside weight_bits = "
+                                  f"{num.weight_bits} ([{w_lo}, {w_hi}])")
+        shifts = num.weight_shift
+        for what, shift in (("weight_shift", layer.weight_shift), ("recurrent_shift", layer.recurrent_shift)):
+            lo, hi = (shifts.min, shifts.max) if shifts is not None else (0, 0)
+            if not lo <= shift <= hi:
+                raise ExportError(f"{where}: {what} = {shift} outside the chip's weight shifts [{lo}, {hi}]")
         if layer.bias is not None:
             b_lo, b_hi = fp.int_range(bias_bits)
             if int(layer.bias.min()) < b_lo or int(layer.bias.max()) > b_hi:
@@ -291,11 +308,14 @@ def _check_limits(deployment: Deployment) -> None:
     over("max_neurons", sum(int(math.prod(layer.output_shape)) for layer in layers if not layer.readout), "model")
     over("max_synapses", sum(_synapses(layer) for layer in layers), "model")
     for i, layer in enumerate(layers):
-        over("max_fan_in", layer.fan_in, layer.name)
+        recurrent = 0 if layer.recurrent is None else int(layer.recurrent.shape[1])
+        over("max_fan_in", layer.fan_in + recurrent, layer.name)
         if i + 1 < len(layers):
             nxt = layers[i + 1]
             fan_out = int(nxt.weight.shape[0]) * (int(nxt.weight.shape[2]) * int(nxt.weight.shape[3])
                                                  if nxt.kind == "conv2d" else 1)
+            if layer.recurrent is not None:  # a source's recurrent targets: its non-zero synapses
+                fan_out += int((layer.recurrent != 0).sum(0).max())
             over("max_fan_out", fan_out, layer.name)
 
 
@@ -304,4 +324,4 @@ def _synapses(layer: LayerDeployment) -> int:
     (each position is its own neuron with its own synapses)."""
     if layer.kind == "conv2d":
         return int(layer.weight.numel()) // int(layer.weight.shape[0]) * int(math.prod(layer.output_shape))
-    return int(layer.weight.numel())
+    return int(layer.weight.numel()) + (0 if layer.recurrent is None else int(layer.recurrent.numel()))

@@ -66,20 +66,33 @@ class LayerDeployment:
     pool: int = 0                       # max-pool size after the spikes, 0 = none
     input_step: float = 1.0             # float value of one input code (1 for spikes)
     readout: bool = False
+    recurrent: Tensor | None = None     # int64 codes [out, out]: W_rec s[t-1] joins the synaptic input
+    weight_shift: int = 0               # sum W x is shifted by this (left >= 0, floor right < 0)
+    recurrent_shift: int = 0            # the same for W_rec s[t-1]
+    max_spikes: int = 1                 # spikes per step (soft reset subtracts n * theta)
+    delay: int = 0                      # the input of step t is the previous layer's output of t - delay
+    readout_neuron: str = "integrator"  # readout only: integrator | lif (fires and resets, Xylo)
 
     @property
     def fan_in(self) -> int:
         """Synapses into one neuron."""
         return int(math.prod(self.weight.shape[1:]))
 
-    def sum_bound(self, input_bits: int, max_weight: int | None = None) -> int:
+    def sum_bound(self, input_bits: int, max_weight: int | None = None, max_input: int | None = None) -> int:
         """Largest magnitude a synaptic sum (plus bias) can reach: fan_in * max|w| * max|x| + max|b|
-        (``max_weight`` overrides max|w|, e.g. for stuck weights). Below 2^24 float32 BLAS is
-        exact, below 2^53 float64."""
+        (``max_weight`` overrides max|w|, e.g. for stuck weights; ``max_input`` the largest input,
+        e.g. spike counts of a previous layer firing several spikes a step), with the weight
+        shift, plus the recurrent sum. Below 2^24 float32 BLAS is exact, below 2^53 float64."""
         max_x = (1 << (input_bits - 1)) - 1 if self.input_step != 1.0 else 1
+        if max_input is not None:
+            max_x = max_input
         bias = 0 if self.bias is None else int(self.bias.abs().max())
         weight = int(self.weight.abs().max()) if max_weight is None else max_weight
-        return self.fan_in * weight * max_x + bias
+        total = (self.fan_in * weight * max_x) << max(self.weight_shift, 0)
+        if self.recurrent is not None and self.recurrent.numel():
+            rec = int(self.recurrent.shape[1]) * int(self.recurrent.abs().max()) * self.max_spikes
+            total += rec << max(self.recurrent_shift, 0)
+        return total + bias
 
     def to_manifest(self, numerics=None, input_bits: int = 8) -> dict[str, Any]:
         """The layer's entry of ``manifest.yaml`` (tensors are referred to by key). With the
@@ -117,6 +130,10 @@ class LayerDeployment:
                        "reset": self.reset, "v_init": self.v_init},
             "stride": self.stride, "padding": self.padding, "pool": self.pool,
             "input_step": self.input_step,
+            "recurrent": None if self.recurrent is None else
+            {"key": f"{self.name}.recurrent", "shape": list(self.recurrent.shape), "dtype": "int64"},
+            "weight_shift": self.weight_shift, "recurrent_shift": self.recurrent_shift,
+            "max_spikes": self.max_spikes, "delay": self.delay, "readout_neuron": self.readout_neuron,
         }
 
 
@@ -151,7 +168,9 @@ class Deployment:
         default the profile's, 1 for the integrating readout), ``synapse_decay`` (float; default
         the profile's, none for the readout), ``unit`` (float value of a state unit, default 1), ``kind``
         (linear | conv2d), ``stride``, ``padding``, ``pool``, ``readout`` (the last layer must be
-        the readout). The first layer's ``input_step`` is the profile's.
+        the readout), ``recurrent`` (integer [out, out]), ``weight_shift``, ``recurrent_shift``,
+        ``max_spikes``, ``delay`` and ``readout_neuron`` (defaults: the profile's ``neuron`` and
+        ``readout`` sections). The first layer's ``input_step`` is the profile's.
         """
         from neurosim.device.quantization import input_step
 
@@ -164,6 +183,8 @@ class Deployment:
             readout = bool(spec.get("readout", i == len(layers) - 1))
             out_shape = _output_shape(kind, weight.shape, shape, spec.get("stride", 1), spec.get("padding", 0))
             bias = spec.get("bias")
+            recurrent = spec.get("recurrent")
+            n, r = profile.neuron, profile.readout
             built.append(LayerDeployment(
                 name="readout" if readout else f"block{i}", kind=kind, weight=weight,
                 bias=None if bias is None else torch.as_tensor(np.asarray(bias), dtype=torch.int64),
@@ -171,11 +192,17 @@ class Deployment:
                 threshold=float(spec.get("threshold", 1)) * float(unit.max()),
                 v_reset=float(spec.get("v_reset", 0)) * float(unit.max()),
                 beta=float(spec.get("beta", 1.0 if readout else profile.beta)),
-                synapse_decay=spec.get("synapse_decay", None if readout else profile.neuron.synapse_decay),
+                synapse_decay=spec.get("synapse_decay", profile.neuron.synapse_decay
+                                       if not readout or spec.get("readout_neuron", r.neuron) == "lif" else None),
                 refractory=int(spec.get("refractory", 0)), reset=spec.get("reset", profile.neuron.reset),
                 stride=int(spec.get("stride", 1)), padding=int(spec.get("padding", 0)),
                 pool=int(spec.get("pool", 0)), input_step=input_step(profile.numerics) if i == 0 else 1.0,
-                readout=readout))
+                readout=readout,
+                recurrent=None if recurrent is None else torch.as_tensor(np.asarray(recurrent), dtype=torch.int64),
+                weight_shift=int(spec.get("weight_shift", 0)), recurrent_shift=int(spec.get("recurrent_shift", 0)),
+                max_spikes=int(spec.get("max_spikes", r.max_spikes if readout else n.max_spikes)),
+                delay=int(spec.get("delay", r.delay if readout else n.synapse_delay)),
+                readout_neuron=str(spec.get("readout_neuron", r.neuron if readout else "integrator"))))
             shape = out_shape
             if built[-1].pool:
                 shape = (shape[0], shape[1] // built[-1].pool, shape[2] // built[-1].pool)
@@ -211,6 +238,8 @@ class Deployment:
             if layer.bias is not None:
                 out[f"{layer.name}.bias"] = layer.bias.numpy().astype(np.int64)
             out[f"{layer.name}.unit"] = layer.unit.numpy().astype(np.float32)
+            if layer.recurrent is not None:
+                out[f"{layer.name}.recurrent"] = layer.recurrent.numpy().astype(np.int64)
         return out
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -362,6 +391,10 @@ def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], w
         synapse_decay=None if neuron["synapse_decay"] is None else float(neuron["synapse_decay"]),
         refractory=int(neuron["refractory"]), reset=str(neuron["reset"]), v_init=float(neuron["v_init"]),
         stride=int(entry["stride"]), padding=int(entry["padding"]), pool=int(entry["pool"]),
-        input_step=float(entry["input_step"]), readout=bool(entry["readout"]))
+        input_step=float(entry["input_step"]), readout=bool(entry["readout"]),
+        recurrent=None if entry.get("recurrent") is None else _tensor(arrays, entry["recurrent"], str(where)),
+        weight_shift=int(entry.get("weight_shift", 0)), recurrent_shift=int(entry.get("recurrent_shift", 0)),
+        max_spikes=int(entry.get("max_spikes", 1)), delay=int(entry.get("delay", 0)),
+        readout_neuron=str(entry.get("readout_neuron", "integrator")))
 
 

@@ -77,11 +77,11 @@ class FixedArithmetic:
 
     def _fit(self, x: Tensor, bits: int, overflow: str) -> Tensor:
         if self.events is not None:
-            self.events += fp.out_of_range(x.detach(), bits).sum()
-        if overflow == "saturate":
-            lo, hi = fp.int_range(bits)
+            self.events += fp.out_of_range(x.detach(), bits, overflow).sum()
+        if overflow in ("saturate", "saturate_symmetric"):
+            lo, hi = fp.fit_range(bits, overflow)
             return x.clamp(lo, hi)  # exact value; gradient 1 inside the range, 0 outside
-        return straight_through(fp.wrap(x.detach(), bits), x)
+        return straight_through(fp.fit_to_bits(x.detach(), bits, overflow), x)
 
     def fit_membrane(self, u: Tensor) -> Tensor:
         """Saturate or wrap the membrane to ``membrane_bits``."""
