@@ -524,6 +524,9 @@ class IntegerEngine:
 
         add_first = num.synapse_update == "add_then_decay"
         currents = None if layer.per_source else layer.currents_over_time(signal)  # [L, 1 | chips, batch, *out]
+        bias = layer.bias
+        if bias is not None and layer.synapse_decay is None and num.membrane_update == "sum":
+            currents, bias = currents + bias, None  # the same integers, added once for all steps
         if layer.per_source:
             source_weight = layer.source_weights()
             recurrent_weight = None if layer.recurrent is None else layer.source_weights(recurrent=True)
@@ -564,12 +567,12 @@ class IntegerEngine:
             if noise is not None:
                 current = current + noise
             if num.membrane_update == "increment":
-                u = fp.membrane_increment(v, layer.decay(v), current, layer.bias, mem_bits, mem_overflow,
+                u = fp.membrane_increment(v, layer.decay(v), current, bias, mem_bits, mem_overflow,
                                           membrane_events)
             else:
                 raw = layer.decay(v) + current
-                if layer.bias is not None:
-                    raw = raw + layer.bias
+                if bias is not None:
+                    raw = raw + bias
                 u = fp.fit_observed(raw, mem_bits, mem_overflow, membrane_events)
             step_theta = theta
             jitter = self._noise("v_threshold", spec, t, (batch_size, *spec.output_shape), batch, dtype)
