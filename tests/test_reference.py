@@ -432,6 +432,13 @@ def builtin_cases(draw, name: str, max_in: int, max_out: int, units, recurrent: 
             if recurrent:
                 w_lo, w_hi = weight_range(profile)
                 spec["recurrent"] = rng.integers(w_lo, w_hi, size=(sizes[i + 1], sizes[i + 1]), endpoint=True)
+                if profile.is_current_based and draw(st.booleans()):  # a second synaptic state (Xylo's syn 2)
+                    spec["weight2"] = rng.integers(w_lo, w_hi, size=(sizes[i + 1], sizes[i]), endpoint=True)
+                    if draw(st.booleans()):
+                        spec["recurrent2"] = rng.integers(w_lo, w_hi, size=spec["recurrent"].shape, endpoint=True)
+                    fmt = profile.numerics.synapse_decay
+                    spec["synapse_decay2"] = 1 - 2.0 ** -draw(st.integers(1, 8)) if fmt.kind == "shift" else \
+                        draw(st.integers(1, 4096)) / 4096
         if recurrent and shifts is not None:
             low = shifts.min if profile.numerics.accumulate == "sum" else max(shifts.min, 0)
             spec["weight_shift"] = draw(st.integers(low, shifts.max))
@@ -469,6 +476,8 @@ def test_recurrent_layers_and_weight_shifts(data, name):
     result = compare(deployment, x, chips_for(data.draw, deployment), batch=data.draw(st.integers(0, 3)))
     if any(int(s.max()) > 1 for s in result.spikes.values()):
         event("several spikes in a step")
+    if any(layer.weight2 is not None for layer in deployment.layers):
+        event("two synaptic states")
 
 
 @settings(max_examples=examples(10), **SETTINGS)

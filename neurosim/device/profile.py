@@ -159,7 +159,8 @@ class NumericsSpec(_Spec):
       overflow rule; ``per_source`` adds each presynaptic source's contribution in turn with the
       overflow rule after each (inputs by index, then recurrent sources: xylosim's
       ``deliver_spikes`` with ``safe_add``), which differs from the sum only when a state
-      saturates on the way.
+      saturates on the way. It applies to the synaptic state of dense layers (a convolution,
+      which Xylo does not have, adds one sum).
     * ``synapse_update``: ``decay_then_add`` is ``i[t] = decay(i[t-1]) + input``;
       ``add_then_decay`` is ``i[t] = decay(fit(i[t-1] + input))`` (xylosim delivers spikes
       before the neurons evolve).

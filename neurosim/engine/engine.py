@@ -102,9 +102,8 @@ class _Layer:
         num = deployment.profile.numerics
         self.spec = layer
         self.act_shift = num.activation_shift
-        self.per_source = num.accumulate == "per_source" and layer.synapse_decay is not None
-        if self.per_source and layer.kind != "linear":
-            raise NeurosimError(f"{layer.name}: per-source accumulation runs dense layers only")
+        # per-source accumulation is a dense layer's (Xylo has no convolutions: they add one sum)
+        self.per_source = num.accumulate == "per_source" and layer.synapse_decay is not None and layer.kind == "linear"
         var = chips.layers.get(layer.name) if chips is not None else None
         self.per_chip_weight = var is not None and var.stuck is not None
         if self.per_chip_weight:
@@ -126,9 +125,13 @@ class _Layer:
         else:  # converted once per deployment, not per engine or step
             self.weight = _prepared(layer.weight, (self.sum_dtype, layer.kind), _sum_weight)
         membrane = 1 << (num.membrane_bits - 1)
-        self.recurrent = None
-        if layer.recurrent is not None:  # W_rec in the sum's dtype (spike counts times codes: exact)
-            self.recurrent = layer.recurrent.to(self.sum_dtype)
+        # W_rec in the sum's dtype (spike counts times codes: exact); the second synaptic state's
+        # weights (nominal: faults apply to the first)
+        self.recurrent = None if layer.recurrent is None else layer.recurrent.to(self.sum_dtype)
+        self.weight2 = None if layer.weight2 is None else layer.weight2.to(self.sum_dtype)
+        self.recurrent2 = None if layer.recurrent2 is None else layer.recurrent2.to(self.sum_dtype)
+        self.synapse_decay2 = None if layer.synapse_decay2 is None else \
+            quant.DecayRule.of(torch.tensor(layer.synapse_decay2, dtype=torch.float64), num.synapse_decay)
         if layer.readout and layer.readout_neuron == "integrator":
             self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
             # decayed state, state plus current (and the wrap's shift by 2^(bits-1)), sum over time
@@ -167,7 +170,7 @@ class _Layer:
         if self.synapse_decay is not None:
             synapse = 1 << (num.synapse_bits - 1)
             values += [synapse * _decay_gain(num.synapse_decay), 2 * synapse + bound]
-            current = synapse  # the membrane receives the fitted synaptic state
+            current = synapse * (2 if self.synapse_decay2 is not None else 1)  # the fitted synaptic state(s)
         values.append(2 * membrane + current + noise_bound)
         self.state_dtype = exact_dtype(max(values))
         state = self.state_dtype
@@ -188,15 +191,17 @@ class _Layer:
         """Integer currents ``[chips, batch, *neurons]`` of one step for inputs ``[P, batch, *in]``."""
         return self.currents_over_time(x.unsqueeze(0))[0]
 
-    def currents_over_time(self, x: Tensor) -> Tensor:
+    def currents_over_time(self, x: Tensor, second: bool = False) -> Tensor:
         """Integer currents ``[L, chips, batch, *neurons]`` (state dtype) for integer inputs
         ``[L, P, batch, *in]`` of L steps, ``P`` = chips or 1 (an input shared by all chips): one
-        GEMM or convolution over all of them."""
+        GEMM or convolution over all of them (``second``: onto the second synaptic state)."""
         spec = self.spec
         steps, sources, batch = x.shape[:3]
         if spec.kind == "linear" and x.dim() > 4:
             x = x.flatten(3)
-        if self.per_chip_weight:
+        if second:
+            out = self._sum(x.flatten(0, 2), self.weight2).reshape(steps, sources, batch, *spec.output_shape)
+        elif self.per_chip_weight:
             chips = self.weight.shape[0]
             out = torch.stack([self._sum(x[:, min(c, sources - 1)].flatten(0, 1), self.weight[c])
                                .reshape(steps, batch, *spec.output_shape) for c in range(chips)], 1)
@@ -211,18 +216,20 @@ class _Layer:
         total = fp.shift_sum(total, shift).to(self.state_dtype)
         return total * (1 << self.act_shift) if self.act_shift else total
 
-    def source_weights(self, recurrent: bool = False) -> Tensor:
+    def source_weights(self, recurrent: bool = False, second: bool = False) -> Tensor | None:
         """Weights ``[out, sources]`` (``[chips, out, sources]`` with per-chip stuck weights) with
-        their shift and the activation shift applied, for per-source accumulation."""
+        their shift and the activation shift applied, for per-source accumulation (None where the
+        layer has no such weights)."""
         if recurrent:
-            weight, shift = self.recurrent, self.spec.recurrent_shift
-        else:
-            weight, shift = self.weight, self.spec.weight_shift  # [out, in], or per chip [chips, out, in]
-        return weight.to(self.state_dtype) * float(1 << (shift + self.act_shift))
+            weight, shift = (self.recurrent2 if second else self.recurrent), self.spec.recurrent_shift
+        else:  # [out, in], or per chip [chips, out, in]
+            weight, shift = (self.weight2 if second else self.weight), self.spec.weight_shift
+        return None if weight is None else weight.to(self.state_dtype) * float(1 << (shift + self.act_shift))
 
-    def recurrent_current(self, spikes: Tensor) -> Tensor:
+    def recurrent_current(self, spikes: Tensor, second: bool = False) -> Tensor:
         """``W_rec s[t-1]`` as a current ``[chips, batch, out]`` for spike counts ``[chips, batch, out]``."""
-        return self.to_state(spikes.to(self.sum_dtype) @ self.recurrent.T, self.spec.recurrent_shift)
+        weight = self.recurrent2 if second else self.recurrent
+        return self.to_state(spikes.to(self.sum_dtype) @ weight.T, self.spec.recurrent_shift)
 
     def _sum(self, x: Tensor, weight: Tensor) -> Tensor:
         spec, dtype = self.spec, self.sum_dtype
@@ -513,6 +520,8 @@ class IntegerEngine:
         c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
                         torch.full((chips,), float(steps * batch_size * math.prod(spec.output_shape)),
                                    dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        if layer.weight2 is not None:  # every input also reaches the second synaptic state's weights
+            c.synaptic_ops += ops
         syn_bits, syn_overflow = num.synapse_bits, num.synapse_overflow or num.overflow
         mem_bits, mem_overflow = num.membrane_bits, num.overflow
 
@@ -527,11 +536,22 @@ class IntegerEngine:
         bias = layer.bias
         if bias is not None and layer.synapse_decay is None and num.membrane_update == "sum":
             currents, bias = currents + bias, None  # the same integers, added once for all steps
-        if layer.per_source:
-            source_weight = layer.source_weights()
-            recurrent_weight = None if layer.recurrent is None else layer.source_weights(recurrent=True)
+        # the synaptic states: (decay, input currents or per-source weights, recurrent ones)
+        synapses = []
+        if layer.synapse_decay is not None:
+            for second, decay in ((False, layer.synapse_decay), (True, layer.synapse_decay2)):
+                if decay is None:
+                    continue
+                if layer.per_source:
+                    synapses.append((decay, layer.source_weights(second=second),
+                                     layer.source_weights(recurrent=True, second=second)))
+                else:
+                    inputs = layer.currents_over_time(signal, True) if second and layer.weight2 is not None \
+                        else currents if not second else None
+                    has_recurrent = (layer.recurrent2 if second else layer.recurrent) is not None
+                    synapses.append((decay, inputs, has_recurrent))
         v = torch.zeros(shape, dtype=dtype) + layer.v_init
-        i_syn = torch.zeros(shape, dtype=dtype) if layer.synapse_decay is not None else None
+        i_syn = [torch.zeros(shape, dtype=dtype) for _ in synapses]
         refractory = torch.zeros(shape, dtype=dtype) if spec.refractory else None
         theta, v_reset = layer.threshold, layer.v_reset
         zero_reset = v_reset.dim() == 0 and not bool(v_reset)
@@ -539,30 +559,30 @@ class IntegerEngine:
         previous = torch.zeros(shape, dtype=dtype) if layer.recurrent is not None else None
         total = torch.zeros(shape, dtype=dtype) if readout else None
         traces = {"v": torch.empty((steps, *shape), dtype=torch.int64)} if record_states else None
-        if traces is not None and i_syn is not None:
-            traces["i"] = torch.empty((steps, *shape), dtype=torch.int64)
+        if traces is not None:
+            traces.update({name: torch.empty((steps, *shape), dtype=torch.int64) for name in ("i", "i2")[:len(synapses)]})
         for t in range(steps):
-            if layer.per_source:  # each source's weights in turn, saturating after each (xylosim)
-                x = signal[t if signal.shape[0] > 1 else 0].flatten(2).to(dtype)  # [P, batch, in]
-                state = i_syn if add_first else layer.synapse_decay(i_syn)
-                state = fp.add_per_source(state, x, source_weight, syn_bits, syn_overflow, synapse_events)
-                if previous is not None:
-                    state = fp.add_per_source(state, previous, recurrent_weight, syn_bits, syn_overflow,
-                                              synapse_events)
-                i_syn = layer.synapse_decay(state) if add_first else state
-                current = i_syn
+            x = signal[t if signal.shape[0] > 1 else 0].flatten(2).to(dtype) if layer.per_source else None
+            for k, (decay, inputs, recurrent) in enumerate(synapses):
+                state = i_syn[k] if add_first else decay(i_syn[k])
+                if layer.per_source:  # each source's weights in turn, saturating after each (xylosim)
+                    if inputs is not None:
+                        state = fp.add_per_source(state, x, inputs, syn_bits, syn_overflow, synapse_events)
+                    if recurrent is not None:
+                        state = fp.add_per_source(state, previous, recurrent, syn_bits, syn_overflow, synapse_events)
+                else:
+                    if inputs is not None:
+                        state = state + inputs[t if inputs.shape[0] > 1 else 0]
+                    if recurrent:
+                        state = state + layer.recurrent_current(previous, second=k == 1)
+                    state = fp.fit_observed(state, syn_bits, syn_overflow, synapse_events)
+                i_syn[k] = decay(state) if add_first else state
+            if synapses:
+                current = i_syn[0] if len(i_syn) == 1 else i_syn[0] + i_syn[1]
             else:
                 current = currents[t if currents.shape[0] > 1 else 0]
                 if previous is not None:
                     current = current + layer.recurrent_current(previous)
-                if i_syn is not None:
-                    if add_first:
-                        i_syn = layer.synapse_decay(fp.fit_observed(i_syn + current, syn_bits, syn_overflow,
-                                                                    synapse_events))
-                    else:
-                        i_syn = fp.fit_observed(layer.synapse_decay(i_syn) + current, syn_bits, syn_overflow,
-                                                synapse_events)
-                    current = i_syn
             noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if noise is not None:
                 current = current + noise
@@ -603,11 +623,12 @@ class IntegerEngine:
                 total = total + v
             if traces is not None:
                 traces["v"][t] = v
-                if i_syn is not None:
-                    traces["i"][t] = i_syn
+                for name, state in zip(("i", "i2"), i_syn):
+                    traces[name][t] = state
         c.spikes += count(spikes.transpose(0, 1).flatten(3))  # [chips, T, batch, neurons]
         if layer.recurrent is not None and steps > 1:  # each spike of steps 0..T-2 reaches every row
-            c.synaptic_ops += count(spikes[:-1].transpose(0, 1).flatten(3)) * spec.recurrent.shape[0]
+            rows = spec.recurrent.shape[0] * (2 if spec.recurrent2 is not None else 1)
+            c.synaptic_ops += count(spikes[:-1].transpose(0, 1).flatten(3)) * rows
         result.counts[spec.name] = c
         if record:
             result.spikes[spec.name] = spikes.to(torch.int8)

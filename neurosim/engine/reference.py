@@ -205,6 +205,10 @@ class _ChipLayer:
             self.weight[index] = code
         self.bias = None if layer.bias is None else [int(b) for b in layer.bias.tolist()]
         self.recurrent = None if layer.recurrent is None else [[int(w) for w in row] for row in layer.recurrent.tolist()]
+        # the second synaptic state: its own weights and nominal decay (no faults, no variation)
+        self.weight2 = None if layer.weight2 is None else np.array(layer.weight2.tolist(), dtype=object)
+        self.recurrent2 = None if layer.recurrent2 is None else [[int(w) for w in row]
+                                                                 for row in layer.recurrent2.tolist()]
 
         self.neurons = list(np.ndindex(*layer.output_shape))
         self.unit = {n: unit_of(layer, n) for n in self.neurons}
@@ -221,6 +225,7 @@ class _ChipLayer:
         self.v_reset: dict[tuple[int, ...], int] = {}
         self.decay: dict[tuple[int, ...], Decay] = {}
         self.synapse_decay: dict[tuple[int, ...], Decay] = {}
+        self.synapse_decay2: dict[tuple[int, ...], Decay] = {}
         self.v_init: dict[tuple[int, ...], int] = {}
         self.dead: dict[tuple[int, ...], bool] = {}
         for n in self.neurons:
@@ -234,36 +239,44 @@ class _ChipLayer:
             if layer.synapse_decay is not None:
                 alpha = perturb(real(layer.synapse_decay), var and var.synapse_decay, position, n)
                 self.synapse_decay[n] = Decay(alpha, num.synapse_decay)
+            if layer.synapse_decay2 is not None:
+                self.synapse_decay2[n] = Decay(real(layer.synapse_decay2), num.synapse_decay)
             self.v_init[n] = round_half_even(real(layer.v_init) / unit)
             self.dead[n] = var is not None and var.dead is not None and bool(var.dead[position][n])
 
-    def contributions(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int) -> list[int]:
+    def contributions(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int,
+                      second: bool = False) -> list[int]:
         """Neuron ``n``'s synaptic input from each source in turn (dense layers): input ``j``
         gives ``x_j * (w_nj << (weight_shift + act_shift))``, then recurrent source ``k`` gives
-        ``s_k[t-1] * (w_rec_nk << (recurrent_shift + act_shift))`` (xylosim's delivery order)."""
+        ``s_k[t-1] * (w_rec_nk << (recurrent_shift + act_shift))`` (xylosim's delivery order);
+        ``second``: onto the second synaptic state."""
         layer, o = self.layer, n[0]
+        weight, recurrent = (self.weight2, self.recurrent2) if second else (self.weight, self.recurrent)
         flat = x.reshape(-1)
-        out = [int(flat[j]) * (self.weight[o, j] << (layer.weight_shift + act_shift)) for j in range(len(flat))]
-        if self.recurrent is not None:
-            out += [int(previous[k]) * (self.recurrent[o][k] << (layer.recurrent_shift + act_shift))
-                    for k in range(len(self.recurrent[o]))]
+        out = [] if weight is None else \
+            [int(flat[j]) * (weight[o, j] << (layer.weight_shift + act_shift)) for j in range(len(flat))]
+        if recurrent is not None:
+            out += [int(previous[k]) * (recurrent[o][k] << (layer.recurrent_shift + act_shift))
+                    for k in range(len(recurrent[o]))]
         return out
 
-    def synaptic_input(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int) -> int:
+    def synaptic_input(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int,
+                       second: bool = False) -> int:
         """Neuron ``n``'s synaptic input as one sum: ``(shift(W x, weight_shift) +
         shift(W_rec s[t-1], recurrent_shift)) << act_shift`` (no bias)."""
         layer = self.layer
-        total = shifted(self.current(x, n), layer.weight_shift)
-        if self.recurrent is not None:
-            rec = sum(self.recurrent[n[0]][k] * int(previous[k]) for k in range(len(self.recurrent[n[0]])))
+        weight, recurrent = (self.weight2, self.recurrent2) if second else (self.weight, self.recurrent)
+        total = 0 if weight is None else shifted(self.current(x, n, weight), layer.weight_shift)
+        if recurrent is not None:
+            rec = sum(recurrent[n[0]][k] * int(previous[k]) for k in range(len(recurrent[n[0]])))
             total += shifted(rec, layer.recurrent_shift)
         return total << act_shift
 
-    def current(self, x: np.ndarray, n: tuple[int, ...]) -> int:
+    def current(self, x: np.ndarray, n: tuple[int, ...], weight: np.ndarray | None = None) -> int:
         """The plain synaptic sum of neuron ``n`` for the integer input ``x`` of one sample:
         weights times inputs (a convolution is a cross-correlation with the layer's stride and
         zero padding)."""
-        layer, w = self.layer, self.weight
+        layer, w = self.layer, (self.weight if weight is None else weight)
         total = 0
         if layer.kind == "linear":
             flat = x.reshape(-1)
@@ -413,14 +426,16 @@ def _run_neurons(layer: LayerDeployment, deployment: Deployment, chips: ChipInst
     shape = tuple(layer.output_shape)
     v = {(b, n): chip.v_init[n] for b in range(samples) for n in chip.neurons}
     i_syn = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+    i_syn2 = {(b, n): 0 for b in range(samples) for n in chip.neurons}
     rest = {(b, n): 0 for b in range(samples) for n in chip.neurons}
     totals = {(b, n): 0 for b in range(samples) for n in chip.neurons}
     spikes = np.zeros((steps, samples, *shape), dtype=np.int64)
     trace_v = np.zeros((steps, samples, *shape), dtype=np.int64)
     trace_i = np.zeros((steps, samples, *shape), dtype=np.int64)
+    trace_i2 = np.zeros((steps, samples, *shape), dtype=np.int64)
     syn_bits, syn_overflow = num.synapse_bits, num.synapse_overflow or num.overflow
     mem_bits, mem_overflow = num.membrane_bits, num.overflow
-    per_source = num.accumulate == "per_source" and layer.synapse_decay is not None
+    per_source = num.accumulate == "per_source" and layer.synapse_decay is not None and layer.kind == "linear"
     add_first = num.synapse_update == "add_then_decay"
     events = 0
 
@@ -439,16 +454,21 @@ def _run_neurons(layer: LayerDeployment, deployment: Deployment, chips: ChipInst
             previous = None if chip.recurrent is None else spikes[t - 1, b] if t else np.zeros(shape, dtype=np.int64)
             for n in chip.neurons:
                 unit = chip.unit[n]
-                if layer.synapse_decay is not None:  # current-based synapse
-                    state = i_syn[b, n] if add_first else chip.synapse_decay[n](i_syn[b, n])
-                    if per_source:  # each source in turn, the overflow rule after each
-                        for c in chip.contributions(inputs[t][b], previous, n, num.activation_shift):
-                            state = fitted(state + c, syn_bits, syn_overflow)
-                    else:
-                        state = fitted(state + chip.synaptic_input(inputs[t][b], previous, n, num.activation_shift),
-                                       syn_bits, syn_overflow)
-                    i_syn[b, n] = chip.synapse_decay[n](state) if add_first else state
-                    current = i_syn[b, n]
+                if layer.synapse_decay is not None:  # current-based: one or two synaptic states
+                    current = 0
+                    for k, (held, decays) in enumerate(((i_syn, chip.synapse_decay), (i_syn2, chip.synapse_decay2))):
+                        if not decays:
+                            continue
+                        state = held[b, n] if add_first else decays[n](held[b, n])
+                        if per_source:  # each source in turn, the overflow rule after each
+                            for c in chip.contributions(inputs[t][b], previous, n, num.activation_shift, k == 1):
+                                state = fitted(state + c, syn_bits, syn_overflow)
+                        else:
+                            state = fitted(state + chip.synaptic_input(inputs[t][b], previous, n,
+                                                                       num.activation_shift, k == 1),
+                                           syn_bits, syn_overflow)
+                        held[b, n] = decays[n](state) if add_first else state
+                        current += held[b, n]
                 else:
                     current = chip.synaptic_input(inputs[t][b], previous, n, num.activation_shift)
                 if thermal is not None:
@@ -479,13 +499,18 @@ def _run_neurons(layer: LayerDeployment, deployment: Deployment, chips: ChipInst
                 totals[b, n] += v[b, n]
                 trace_v[(t, b, *n)] = v[b, n]
                 trace_i[(t, b, *n)] = i_syn[b, n]
+                trace_i2[(t, b, *n)] = i_syn2[b, n]
         out = spikes[t]
         if layer.pool:
             out = np.stack([max_pool(out[b], layer.pool) for b in range(samples)])
         outputs.append(out)
     spikes_out[layer.name] = spikes
     saturations[layer.name] = events
-    states[layer.name] = {"v": trace_v} if layer.synapse_decay is None else {"v": trace_v, "i": trace_i}
+    states[layer.name] = {"v": trace_v}
+    if layer.synapse_decay is not None:
+        states[layer.name]["i"] = trace_i
+    if layer.synapse_decay2 is not None:
+        states[layer.name]["i2"] = trace_i2
     return totals if layer.readout else outputs
 
 

@@ -204,6 +204,15 @@ def check_structure(deployment: Deployment) -> None:
             raise ExportError(f"{where}: delay = {layer.delay}, expected >= 0")
         if layer.readout_neuron not in ("integrator", "lif"):
             raise ExportError(f"{where}: readout_neuron {layer.readout_neuron!r}, expected 'integrator' or 'lif'")
+        if layer.weight2 is not None or layer.recurrent2 is not None:
+            if layer.synapse_decay is None or layer.synapse_decay2 is None or not 0 < layer.synapse_decay2 <= 1:
+                raise ExportError(f"{where}: a second synaptic state needs synapse_decay and synapse_decay2 in (0, 1]")
+            if layer.weight2 is not None and tuple(layer.weight2.shape) != tuple(weight.shape):
+                raise ExportError(f"{where}: weight2 of shape {list(layer.weight2.shape)}, the layer's weight is "
+                                  f"{list(weight.shape)}")
+            if layer.recurrent2 is not None and (layer.recurrent is None
+                                                 or layer.recurrent2.shape != layer.recurrent.shape):
+                raise ExportError(f"{where}: recurrent2 needs recurrent weights of the same shape")
         if layer.recurrent is not None:
             n_out = int(weight.shape[0])
             if layer.kind != "linear" or layer.readout or tuple(layer.recurrent.shape) != (n_out, n_out):
@@ -250,7 +259,8 @@ def check_deployment(deployment: Deployment) -> None:
     bias_bits = num.bias_bits or num.membrane_bits
     for layer in deployment.layers:
         where = layer.name  # kind and a non-empty weight: check_structure above
-        for what, codes in (("weight", layer.weight), ("recurrent weight", layer.recurrent)):
+        for what, codes in (("weight", layer.weight), ("recurrent weight", layer.recurrent),
+                            ("weight2", layer.weight2), ("recurrent2", layer.recurrent2)):
             if codes is not None and codes.numel() and (int(codes.min()) < w_lo or int(codes.max()) > w_hi):
                 raise ExportError(f"{where}: {what} code {int(codes.abs().max())} outside weight_bits = "
                                   f"{num.weight_bits} ([{w_lo}, {w_hi}])")
@@ -324,4 +334,5 @@ def _synapses(layer: LayerDeployment) -> int:
     (each position is its own neuron with its own synapses)."""
     if layer.kind == "conv2d":
         return int(layer.weight.numel()) // int(layer.weight.shape[0]) * int(math.prod(layer.output_shape))
-    return int(layer.weight.numel()) + (0 if layer.recurrent is None else int(layer.recurrent.numel()))
+    return sum(int(w.numel()) for w in (layer.weight, layer.recurrent, layer.weight2, layer.recurrent2)
+               if w is not None)

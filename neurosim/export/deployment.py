@@ -72,6 +72,9 @@ class LayerDeployment:
     max_spikes: int = 1                 # spikes per step (soft reset subtracts n * theta)
     delay: int = 0                      # the input of step t is the previous layer's output of t - delay
     readout_neuron: str = "integrator"  # readout only: integrator | lif (fires and resets, Xylo)
+    weight2: Tensor | None = None       # int64 codes [out, in] onto a second synaptic state (Xylo's syn 2)
+    recurrent2: Tensor | None = None    # int64 codes [out, out] onto the second synaptic state
+    synapse_decay2: float | None = None  # the second synaptic state's decay
 
     @property
     def fan_in(self) -> int:
@@ -88,9 +91,12 @@ class LayerDeployment:
             max_x = max_input
         bias = 0 if self.bias is None else int(self.bias.abs().max())
         weight = int(self.weight.abs().max()) if max_weight is None else max_weight
+        if self.weight2 is not None and self.weight2.numel():  # the larger of the two synaptic states
+            weight = max(weight, int(self.weight2.abs().max()))
         total = (self.fan_in * weight * max_x) << max(self.weight_shift, 0)
-        if self.recurrent is not None and self.recurrent.numel():
-            rec = int(self.recurrent.shape[1]) * int(self.recurrent.abs().max()) * self.max_spikes
+        recurrent = [r for r in (self.recurrent, self.recurrent2) if r is not None and r.numel()]
+        if recurrent:
+            rec = int(recurrent[0].shape[1]) * max(int(r.abs().max()) for r in recurrent) * self.max_spikes
             total += rec << max(self.recurrent_shift, 0)
         return total + bias
 
@@ -134,6 +140,11 @@ class LayerDeployment:
             {"key": f"{self.name}.recurrent", "shape": list(self.recurrent.shape), "dtype": "int64"},
             "weight_shift": self.weight_shift, "recurrent_shift": self.recurrent_shift,
             "max_spikes": self.max_spikes, "delay": self.delay, "readout_neuron": self.readout_neuron,
+            "weight2": None if self.weight2 is None else
+            {"key": f"{self.name}.weight2", "shape": list(self.weight2.shape), "dtype": "int64"},
+            "recurrent2": None if self.recurrent2 is None else
+            {"key": f"{self.name}.recurrent2", "shape": list(self.recurrent2.shape), "dtype": "int64"},
+            "synapse_decay2": self.synapse_decay2,
         }
 
 
@@ -170,7 +181,8 @@ class Deployment:
         (linear | conv2d), ``stride``, ``padding``, ``pool``, ``readout`` (the last layer must be
         the readout), ``recurrent`` (integer [out, out]), ``weight_shift``, ``recurrent_shift``,
         ``max_spikes``, ``delay`` and ``readout_neuron`` (defaults: the profile's ``neuron`` and
-        ``readout`` sections). The first layer's ``input_step`` is the profile's.
+        ``readout`` sections), and for a second synaptic state ``weight2``, ``recurrent2`` and
+        ``synapse_decay2``. The first layer's ``input_step`` is the profile's.
         """
         from neurosim.device.quantization import input_step
 
@@ -202,7 +214,9 @@ class Deployment:
                 weight_shift=int(spec.get("weight_shift", 0)), recurrent_shift=int(spec.get("recurrent_shift", 0)),
                 max_spikes=int(spec.get("max_spikes", r.max_spikes if readout else n.max_spikes)),
                 delay=int(spec.get("delay", r.delay if readout else n.synapse_delay)),
-                readout_neuron=str(spec.get("readout_neuron", r.neuron if readout else "integrator"))))
+                readout_neuron=str(spec.get("readout_neuron", r.neuron if readout else "integrator")),
+                weight2=_codes(spec.get("weight2")), recurrent2=_codes(spec.get("recurrent2")),
+                synapse_decay2=None if spec.get("synapse_decay2") is None else float(spec["synapse_decay2"])))
             shape = out_shape
             if built[-1].pool:
                 shape = (shape[0], shape[1] // built[-1].pool, shape[2] // built[-1].pool)
@@ -238,8 +252,9 @@ class Deployment:
             if layer.bias is not None:
                 out[f"{layer.name}.bias"] = layer.bias.numpy().astype(np.int64)
             out[f"{layer.name}.unit"] = layer.unit.numpy().astype(np.float32)
-            if layer.recurrent is not None:
-                out[f"{layer.name}.recurrent"] = layer.recurrent.numpy().astype(np.int64)
+            for what in ("recurrent", "weight2", "recurrent2"):
+                if getattr(layer, what) is not None:
+                    out[f"{layer.name}.{what}"] = getattr(layer, what).numpy().astype(np.int64)
         return out
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -256,6 +271,11 @@ class Deployment:
             (folder / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
 
         return write_folder(path, fill, overwrite, ArtifactError)
+
+
+def _codes(values: Any) -> Tensor | None:
+    """Integer codes as an int64 tensor (None stays None)."""
+    return None if values is None else torch.as_tensor(np.asarray(values), dtype=torch.int64)
 
 
 def profile_checksum(profile: DeviceProfile) -> str:
@@ -395,6 +415,9 @@ def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], w
         recurrent=None if entry.get("recurrent") is None else _tensor(arrays, entry["recurrent"], str(where)),
         weight_shift=int(entry.get("weight_shift", 0)), recurrent_shift=int(entry.get("recurrent_shift", 0)),
         max_spikes=int(entry.get("max_spikes", 1)), delay=int(entry.get("delay", 0)),
-        readout_neuron=str(entry.get("readout_neuron", "integrator")))
+        readout_neuron=str(entry.get("readout_neuron", "integrator")),
+        weight2=None if entry.get("weight2") is None else _tensor(arrays, entry["weight2"], str(where)),
+        recurrent2=None if entry.get("recurrent2") is None else _tensor(arrays, entry["recurrent2"], str(where)),
+        synapse_decay2=None if entry.get("synapse_decay2") is None else float(entry["synapse_decay2"]))
 
 
