@@ -257,6 +257,10 @@ def test_state_edges():
     # u: (-2^23, 2^23], one correction by 2^24 as Lava's two np.where
     assert [wrap_u(x) for x in (U_MAX, U_MAX + 1, -U_MAX, -U_MAX + 1, 3 * U_MAX)] == \
         [U_MAX, -U_MAX + 1, U_MAX, -U_MAX + 1, U_MAX]
+    # beyond (-3 * 2^23, 3 * 2^23] Lava's single correction leaves u out of its 24-bit range (the
+    # engine's wrap_high reduces modulo 2^24 and gives 0 here): only a_in far above Loihi's 16 bits
+    # gets there, e.g. graded input 8192 into weight 64 (a_in = 2^19, << 6 = 2^25)
+    assert wrap_u(4 * U_MAX) == 2 * U_MAX
     # v: +-(2^23 - 1); +2^23 - 1 always exceeds the largest threshold (2^17 - 1) << 6 = 2^23 - 64, so a
     # clipped positive v is never seen after the reset: checked on the rule itself.
     assert [clip_v(x) for x in (U_MAX, -U_MAX, V_MAX, -V_MAX)] == [V_MAX, -V_MAX, V_MAX, -V_MAX]

@@ -21,6 +21,13 @@ The mapping, per (Dense, LIF) pair (the profile's ``references`` give the source
 * an integrating readout after the last LIF, weights 1 (Deployment needs one; Lava has none,
   so only the spiking layers are comparable).
 
+Where the two agree: wherever Lava's single correction of ``u`` by ``2^24`` equals the engine's
+reduction modulo ``2^24`` (``wrap_high``), i.e. while ``decay(u) + (a_in << 6)`` stays inside
+``(-3 * 2^23, 3 * 2^23]``. Since ``decay(u)`` lies in ``(-2^23, 2^23]``, that holds for every
+``|a_in| <= 2^18`` (binary spikes into at most 8 synapses at any weight and exponent; Loihi's own
+``a_in`` has 16 bits). Beyond, Lava's Python model leaves ``u`` outside its 24 bits (``2^25``
+becomes ``2^24``) where the engine wraps (to ``0``).
+
 The engine takes the network's input as integer codes: ``IntegerEngine(dep).run_codes(codes)``
 with ``codes`` [batch, T, n_in] the Lava input (spikes 0/1 or graded integers).
 """
