@@ -99,19 +99,17 @@ def case_decay_rounds_toward_zero_v():
 
 
 def case_decay_rounds_toward_zero_u():
-    # u alone: weight -2 (inhibitory, unchanged), input spike at t0; neuron 0 du = 2047 (factor 2048,
-    # u / 2), neuron 1 du = 0 (factor 4095). a_in arrives at t1: -2 << 6 = -128.
-    # neuron 0: t1 -128, then -64, -32, -16, -8, -4, -2, -1, and at t9 -1 * 2048 = -2048, |.| >> 12 = 0
-    #           -> 0 (floor would stay at -1 forever).
-    # neuron 1 (its own network): t1 -128; t2 -128 * 4095 = -524160, >> 12 = 127.97 -> -127 (floor -128);
-    #           t3 -127 * 4095 = -520065 -> -126.
+    # u alone: weight -2 (inhibitory, unchanged), input spike at t0, du = 2047 (factor 2048: u / 2).
+    # a_in arrives at t1: -2 << 6 = -128; then -64, -32, -16, -8, -4, -2, -1, and at t9
+    # -1 * 2048 = -2048, |.| >> 12 = 0 -> 0 (floor would stay at -1 forever).
     net = single([[-2]], du=2047, dv=0)
     inputs = [[1]] + [[0]] * 9
     return net, inputs, {(0, "u"): [[0], [-128], [-64], [-32], [-16], [-8], [-4], [-2], [-1], [0]]}
 
 
 def case_decay_u_factor_4095():
-    # see case_decay_rounds_toward_zero_u: du = 0 (factor 4095): -128 -> -127 -> -126
+    # du = 0 (factor 4095): t1 u = -2 << 6 = -128; t2 -128 * 4095 = -524160, |.| >> 12 = 127 (127.97)
+    # -> -127 (floor: -128); t3 -127 * 4095 = -520065 -> -126 (126.97)
     net = single([[-2]], du=0, dv=0)
     return net, [[1], [0], [0], [0]], {(0, "u"): [[0], [-128], [-127], [-126]]}
 
