@@ -247,14 +247,14 @@ def test_export_xylo_runs_the_same_on_xylosim_and_the_engine(xylosim, xylo_run, 
     assert np.array_equal(config.weights_in, deployment.layers[0].weight.numpy().T)
     engine = IntegerEngine(deployment)
     test = load_dataset("digits4x4-8").test
-    codes = engine.encode(test.inputs.reshape(len(test), -1))  # event counts 0..15, every step
+    codes = engine.encode(test.inputs)  # event counts 0..15 [N, 1, 4, 4], the same every step
     assert int(codes.min()) >= 0 and int(codes.max()) <= 15
-    frames = codes[:, None, :].expand(-1, deployment.timesteps, -1)
+    frames = codes[:, None].expand(-1, deployment.timesteps, *codes.shape[1:])
     result = engine.run_codes(frames, record=True, record_states=True)
     layer = xylo_layer(config)
     predictions, hidden_spikes = [], 0
     for s in range(len(test)):
-        want = run_xylosim(config, frames[s].numpy(), layer)
+        want = run_xylosim(config, frames[s].reshape(deployment.timesteps, -1).numpy(), layer)
         assert np.array_equal(result.spikes["block0"][:, 0, s].numpy(), want["spikes"]), s
         assert np.array_equal(result.spikes["readout"][:, 0, s].numpy(), want["out_spikes"]), s
         assert np.array_equal(result.states["readout"]["v"][:, 0, s].numpy(), want["v_mem_out"]), s
