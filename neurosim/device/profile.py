@@ -54,7 +54,7 @@ class NeuronSpec(_Spec):
     tau: float | None = Field(default=None, gt=0)
     synapse_decay: float | None = Field(default=None, gt=0, le=1)
     refractory: int = Field(default=0, ge=0)
-    max_spikes: int = Field(default=1, ge=1, le=255)
+    max_spikes: int = Field(default=1, ge=1, le=127)
     synapse_delay: int = Field(default=0, ge=0, le=64)
 
     @model_validator(mode="after")
@@ -120,7 +120,7 @@ class ReadoutSpec(_Spec):
     hidden layer's spikes and the readout's current (Xylo delivers them one step later)."""
 
     neuron: Literal["integrator", "lif"] = "integrator"
-    max_spikes: int = Field(default=1, ge=1, le=255)
+    max_spikes: int = Field(default=1, ge=1, le=127)
     delay: int = Field(default=0, ge=0, le=64)
 
 
