@@ -8,6 +8,7 @@ without it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,8 @@ from neurosim.cli import main
 from neurosim.engine import IntegerEngine
 from neurosim.errors import ArtifactError, ExportError
 from neurosim.export import Deployment, compile_model
-from neurosim.export.xylo import (XYLO_KEYS, XyloConfig, config_from_deployment, deployment_from_config,
-                                  load_xylo, run_xylosim, save_xylo, xylo_layer)
+from neurosim.export.xylo import (XYLO_KEYS, XyloConfig, adapt_to_xylo, config_from_deployment,
+                                  deployment_from_config, load_xylo, run_xylosim, save_xylo, xylo_layer)
 from neurosim.device import load_profile
 from neurosim.train import TrainConfig, train
 from neurosim.train.datasets import load_dataset
@@ -31,6 +32,8 @@ from neurosim.train.trainer import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# more examples for a long bug hunt, as in test_reference.py: NEUROSIM_REFERENCE_EXAMPLES=20
+SCALE = float(os.environ.get("NEUROSIM_REFERENCE_EXAMPLES", "1"))
 STATES = (("spikes", "block0", None), ("out_spikes", "readout", None), ("v_mem", "block0", "v"),
           ("i_syn", "block0", "i"), ("v_mem_out", "readout", "v"), ("i_syn_out", "readout", "i"))
 
@@ -127,7 +130,7 @@ def networks(draw):
     return config, counts
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=max(1, int(150 * SCALE)), **SETTINGS)
 @given(networks())
 def test_engine_matches_xylosim_on_random_networks(xylosim, network):
     config, counts = network
@@ -229,22 +232,34 @@ def test_layer_reuse_and_synapses_kept_alive(xylosim):
 @pytest.fixture(scope="module")
 def xylo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("xylo") / "run"
-    train(TrainConfig(dataset="digits4x4-8", model="mlp:24", profile="xylo-like", epochs=2, eval_chips=0,
-                      timesteps=4), out, progress=False)
+    train(TrainConfig(dataset="digits4x4-8", model="mlp:32", profile="xylo-like", epochs=3, eval_chips=0,
+                      timesteps=8), out, progress=False)
     return out
 
 
-def test_export_xylo_runs_the_same_on_xylosim_and_the_engine(xylosim, xylo_run, tmp_path):
+def test_export_xylo_runs_the_same_on_xylosim_and_the_engine(xylosim, xylo_run, tmp_path, capsys):
     path = tmp_path / "net.npz"
-    result = subprocess.run([sys.executable, "-m", "neurosim", "export", str(xylo_run), "--profile", "xylo-like",
-                             "--format", "xylo", "--out", str(path)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=300)
+    command = ["export", str(xylo_run), "--profile", "xylo-like", "--format", "xylo", "--out", str(path)]
+    # a trained network fires one spike a step into an integrating readout: refused as it is
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "block0: max_spikes is 1, Xylo's is 31" in err[0] and "use --adapt" in err[0]
+    assert not path.exists()
+    result = subprocess.run([sys.executable, "-m", "neurosim", *command, "--adapt"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "Xylo network (16 inputs, 24 hidden, 8 outputs" in result.stdout
+    assert "adapted: block0: max_spikes 1 -> 31" in result.stdout and "adapted: readout: delay 0 -> 1" in result.stdout
+    assert "Xylo network (16 inputs, 32 hidden, 8 outputs; 8 steps" in result.stdout
     config = load_xylo(path)
-    model, train_config, _ = load_run(xylo_run)
+    model, _, _ = load_run(xylo_run)
     deployment = compile_model(model, "xylo-like")
+    adapt_to_xylo(deployment)
+    expected = config_from_deployment(deployment)
+    for key in XYLO_KEYS:
+        assert np.array_equal(np.asarray(getattr(config, key)), np.asarray(getattr(expected, key))), key
     assert np.array_equal(config.weights_in, deployment.layers[0].weight.numpy().T)
+    assert not config.weights_rec.any()  # a feed-forward model: no recurrent synapses
+
     engine = IntegerEngine(deployment)
     test = load_dataset("digits4x4-8").test
     codes = engine.encode(test.inputs)  # event counts 0..15 [N, 1, 4, 4], the same every step
@@ -257,6 +272,7 @@ def test_export_xylo_runs_the_same_on_xylosim_and_the_engine(xylosim, xylo_run, 
         want = run_xylosim(config, frames[s].reshape(deployment.timesteps, -1).numpy(), layer)
         assert np.array_equal(result.spikes["block0"][:, 0, s].numpy(), want["spikes"]), s
         assert np.array_equal(result.spikes["readout"][:, 0, s].numpy(), want["out_spikes"]), s
+        assert np.array_equal(result.states["block0"]["v"][:, 0, s].numpy(), want["v_mem"]), s
         assert np.array_equal(result.states["readout"]["v"][:, 0, s].numpy(), want["v_mem_out"]), s
         predictions.append(int(np.argmax(want["v_mem_out"].mean(axis=0))))
         hidden_spikes += int(want["spikes"].sum())
@@ -265,7 +281,7 @@ def test_export_xylo_runs_the_same_on_xylosim_and_the_engine(xylosim, xylo_run, 
     assert torch.equal(predictions, engine_predictions)
     accuracy = float((predictions == test.targets).float().mean())
     assert accuracy == float((engine_predictions == test.targets).float().mean())
-    assert hidden_spikes > 0 and accuracy > 0.3  # a trained network that spikes, above chance (1/8)
+    assert hidden_spikes > 0 and accuracy > 0.25  # a trained network that spikes, above chance (1/8)
 
 
 # ------------------------------------------------------------------ d. refusals and file errors

@@ -298,7 +298,7 @@ def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.
     threshold and the state unit), bias, dash_mem and dash_syn."""
     num, n = profile.numerics, int(layer.weight.shape[0])
     where = layer.name
-    if layer.reset != "soft" or layer.refractory != 0 or layer.v_init != 0.0:
+    if (layer.reset != "soft" and not layer.readout) or layer.refractory != 0 or layer.v_init != 0.0:
         raise ExportError(f"{where}: Xylo neurons reset by subtraction, have no refractory steps and start "
                           f"at 0; the layer has reset {layer.reset}, refractory {layer.refractory}, "
                           f"v_init {layer.v_init}")
@@ -323,11 +323,66 @@ def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.
     return {"threshold": np.full(n, int(threshold.reshape(-1)[0]), dtype=np.int64), "bias": bias, **dashes}
 
 
+ADAPTED_READOUT_DASH_MEM = 15
+"""An integrating readout becomes an output neuron of the slowest leak, beta = 1 - 2^-15 ..."""
+ADAPTED_READOUT_DASH_SYN = 1
+"""... whose synaptic state passes a step's input on over the next steps (halving each step, so
+that the membrane receives about the input itself) ..."""
+ADAPTED_READOUT_THRESHOLD = THRESHOLD_RANGE[1]
+"""... and whose threshold is the largest code, so that it fires (and subtracts) only when its
+membrane is at the top of its range: the logits stay the mean of the membrane."""
+
+
+def xylo_differences(deployment: Deployment) -> list[str]:
+    """How the per-layer spike limits, delays and readout neuron of ``deployment`` differ from
+    what Xylo runs (hidden neurons: up to 31 spikes a step, no delay; output neurons: ``lif``, one
+    spike a step, one step of delay). :func:`compile_model` keeps a trained model's own (one
+    spike, an integrating readout), so a trained model differs until converted with
+    :func:`adapt_to_xylo`."""
+    diffs = []
+    for layer in deployment.layers:
+        spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
+        if layer.max_spikes != spikes:
+            diffs.append(f"{layer.name}: max_spikes is {layer.max_spikes}, Xylo's is {spikes}")
+        if layer.delay != delay:
+            diffs.append(f"{layer.name}: delay is {layer.delay}, Xylo's is {delay}")
+        if layer.readout and layer.readout_neuron != "lif":
+            diffs.append(f"{layer.name}: an {layer.readout_neuron} readout, Xylo's output neurons are lif")
+    return diffs
+
+
+def adapt_to_xylo(deployment: Deployment) -> list[str]:
+    """Set what :func:`xylo_differences` lists to Xylo's, in place, and say what changed. An
+    integrating readout becomes a Xylo output neuron as close to an integrator as Xylo has:
+    ``dash_mem`` :data:`ADAPTED_READOUT_DASH_MEM`, ``dash_syn`` :data:`ADAPTED_READOUT_DASH_SYN`,
+    threshold code :data:`ADAPTED_READOUT_THRESHOLD`. The network then computes differently
+    from the one trained (several spikes a step, the readout's delay, leak and synaptic
+    low-pass): evaluate the converted network, e.g. with :func:`deployment_from_config`."""
+    changes = []
+    for layer in deployment.layers:
+        spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
+        if layer.max_spikes != spikes:
+            changes.append(f"{layer.name}: max_spikes {layer.max_spikes} -> {spikes}")
+            layer.max_spikes = spikes
+        if layer.delay != delay:
+            changes.append(f"{layer.name}: delay {layer.delay} -> {delay}")
+            layer.delay = delay
+        if layer.readout and layer.readout_neuron != "lif":
+            beta, alpha = 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_MEM, 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_SYN
+            changes.append(f"{layer.name}: {layer.readout_neuron} (beta {layer.beta:g}) -> Xylo output neuron "
+                           f"(lif, beta {beta:g}, synapse_decay {alpha:g}, threshold code {ADAPTED_READOUT_THRESHOLD})")
+            layer.readout_neuron, layer.beta, layer.synapse_decay, layer.reset = "lif", beta, alpha, "soft"
+            layer.threshold = ADAPTED_READOUT_THRESHOLD * float(layer.unit.max())
+    from neurosim.export.compile import check_deployment
+    check_deployment(deployment)
+    return changes
+
+
 def config_from_deployment(deployment: Deployment) -> XyloConfig:
     """The Xylo configuration of ``deployment``: its profile computes as Xylo does
     (:func:`xylo_rule_differences`), it fits the profile's limits (:func:`check_deployment`), it
     is one dense hidden layer (``block0``, optional recurrent weights) and a ``lif`` readout with
-    the right spike limits and delays, and every code is in Xylo's range. Anything else is an
+    Xylo's spike limits and delays (:func:`xylo_differences`), and every code is in Xylo's range. Anything else is an
     :class:`ExportError` naming what does not fit."""
     from neurosim.export.compile import check_deployment
 
@@ -344,13 +399,9 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
         raise ExportError(f"model: Xylo runs one dense hidden layer and a readout; the model has "
                           f"{len(layers) - 1} hidden layers ({', '.join(layer.kind for layer in layers[:-1])})")
     hidden, readout = layers
-    expected = {hidden.name: (hidden, MAX_HIDDEN_SPIKES, 0, "integrator"),
-                readout.name: (readout, MAX_OUTPUT_SPIKES, 1, "lif")}
-    for where, (layer, spikes, delay, kind) in expected.items():
-        if layer.max_spikes != spikes or layer.delay != delay or (layer.readout and layer.readout_neuron != kind):
-            raise ExportError(f"{where}: max_spikes {layer.max_spikes}, delay {layer.delay}"
-                              + (f", readout_neuron {layer.readout_neuron}" if layer.readout else "")
-                              + f"; Xylo's are {spikes}, {delay}" + (f", {kind}" if layer.readout else ""))
+    diffs = xylo_differences(deployment)
+    if diffs:
+        raise ExportError("model: runs differently from Xylo: " + "; ".join(diffs) + " (use --adapt to convert it)")
     if hidden.input_step != quant.input_step(profile.numerics):
         raise ExportError(f"{hidden.name}: input step {hidden.input_step:g}, Xylo takes event counts "
                           f"0..{MAX_INPUT_EVENTS} (input step 1/{MAX_INPUT_EVENTS})")
