@@ -135,6 +135,9 @@ def networks(draw):
 def test_engine_matches_xylosim_on_random_networks(xylosim, network):
     config, counts = network
     assert_same(config, counts)
+    back = config_from_deployment(deployment_from_config(config, counts.shape[0]))  # and back, unchanged
+    for key in XYLO_KEYS:
+        assert np.array_equal(np.asarray(getattr(back, key)), np.asarray(getattr(config, key))), key
 
 
 # ------------------------------------------------------------------ b. saturation edge cases

@@ -21,6 +21,10 @@ be 1..15. neurosim's neurons hold ONE synaptic state, so every synapse targets X
 state 0 (``target_synapse_id = 0``; the second one of Xylo Audio 2 is unused), and a layer has
 one decay, so ``dash_mem`` / ``dash_syn`` are the same for all neurons of a population.
 
+A trained network compiled by :func:`~neurosim.export.compile_model` keeps its own spike limit
+(one a step) and integrating readout; :func:`adapt_to_xylo` converts them to Xylo's and says
+what changed (``neurosim export --format xylo --adapt``).
+
 :func:`save_xylo` writes the configuration as one ``.npz`` of integer arrays (keys
 :data:`XYLO_KEYS`, read back with ``allow_pickle=False``); :func:`xylo_layer` and
 :func:`run_xylosim` build and run xylosim's ``XyloLayer`` (needs the ``xylo`` extra, imported
