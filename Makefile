@@ -1,5 +1,6 @@
 # Entry points: `make demo`, `make test` and `make bench`. Each creates .venv if missing and
-# installs torch==2.13.0 first (the CPU wheel on disk), then neurosim with its extras.
+# installs torch==2.13.0 first (the CPU wheel on disk), then neurosim with its extras (xylo: xylosim,
+# built from its C++ source with pybind11, so a C++ compiler such as g++ must be present).
 # `make bench` (the benchmark suite, benchmarks/) installs nothing more: it uses snnTorch and
 # SpikingJelly when they are installed (extra `bench`: pip install --no-deps snntorch spikingjelly loguru).
 # Stamps make re-runs skip work already done.
@@ -8,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-EXTRAS := dev,nir,events
+EXTRAS := dev,nir,events,xylo
 # Peer simulators for the NIR interop tests and the benchmarks. They pin or pull other torch
 # builds through their own requirements, so they go in with --no-deps beside torch==2.13.0.
 PEERS  := snntorch==1.0.0 nirtorch==2.6 spikingjelly==2.0.0 loguru

@@ -197,7 +197,7 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--init-from", metavar="RUN_DIR", help="start from the weights of another run folder (e.g. one "
                    "neurosim import wrote; use its config.yaml)")
-    p.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100, or event data "
+    p.add_argument("--dataset", help="digits (default), digits4x4 (2x2-pooled: 16 inputs), digits4x4-8 (its digits 0..7: fits Xylo), mnist, fashion-mnist, cifar10, cifar100, or event data "
                    "binned to --timesteps frames: nmnist, dvsgesture, event-folder")
     p.add_argument("--data-root", metavar="DIR", help="local folder of the dataset's files")
     p.add_argument("--downsample", type=int, metavar="K", help="event data: divide x and y by K (default 1)")
@@ -279,6 +279,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                         ("test_accuracy", "test_accuracy_noisy", "epochs", "spikes_per_sample")}
     if args.format == "nir":
         return _export_nir(args, model, metadata)
+    if args.format == "xylo":
+        return _export_xylo(args, model, profile, metadata)
     deployment = compile_model(model, profile, adapt=args.adapt, metadata=metadata)
     deployment.save(args.out, overwrite=args.force)
     for change in deployment.metadata.get("adapted", []):
@@ -306,6 +308,24 @@ def _export_nir(args: argparse.Namespace, model, metadata: dict) -> int:
     return 0
 
 
+def _export_xylo(args: argparse.Namespace, model, profile, metadata: dict) -> int:
+    """``export --format xylo``: the compiled deployment as the .npz of xylosim's XyloLayer."""
+    from neurosim.export import compile_model
+    from neurosim.export.xylo import adapt_to_xylo, config_from_deployment, save_xylo
+
+    deployment = compile_model(model, profile, adapt=args.adapt, metadata=metadata)
+    if args.adapt:
+        deployment.metadata.setdefault("adapted", []).extend(adapt_to_xylo(deployment))
+    config = config_from_deployment(deployment)
+    save_xylo(config, args.out, overwrite=args.force)
+    for change in deployment.metadata.get("adapted", []):
+        print(f"adapted: {change}")
+    n_in, n_hid, n_out = config.sizes
+    print(f"exported a Xylo network ({n_in} inputs, {n_hid} hidden, {n_out} outputs; {deployment.timesteps} steps "
+          f"per sample) for xylosim.v2.XyloLayer: {args.out}")
+    return 0
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from neurosim.export.nir_graph import deployment_from_nir, import_run, read_nir
 
@@ -329,10 +349,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _export_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     from neurosim.export.deployment import MANIFEST
 
-    if getattr(args, "format", "artifact") == "nir":
+    if getattr(args, "format", "artifact") in ("nir", "xylo"):
+        what = "NIR" if args.format == "nir" else "Xylo"
         if Path(args.out).is_file():
-            return f"{args.out} is a complete NIR file (never a partial one); export again with --force to replace it"
-        return f"no NIR file was written to {args.out}; run the same command to export again"
+            return f"{args.out} is a complete {what} file (never a partial one); export again with --force to replace it"
+        return f"no {what} file was written to {args.out}; run the same command to export again"
     if (Path(args.out) / MANIFEST).is_file():
         return f"{args.out} holds a complete artifact (never a partial one); export again with --force to replace it"
     return f"no artifact was written to {args.out}; run the same command to export again"
@@ -443,20 +464,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(commands)
 
-    p = commands.add_parser("export", help="compile a trained run to a chip's integer format, or write it as NIR",
+    p = commands.add_parser("export", help="compile a trained run to a chip's integer format, or write it as NIR "
+                            "or as a Xylo configuration",
                             description="Compile the model of a training run to a fixed-point chip profile "
                                         "(BN folding, quantization, limit checks) and save the artifact. With "
                                         "--format nir write a NIR graph (needs the nir extra) instead: the float "
                                         "model, or with --profile the compiled deployment (weights are integer codes "
                                         "times their scale; codes, formats and profile in NIR metadata). What NIR "
                                         "cannot express (soft reset, refractory steps, MP-Init) is kept in metadata "
-                                        "and listed.")
+                                        "and listed. With --format xylo (profile xylo-like or one with Xylo's rules; "
+                                        "one dense hidden layer of at most 1000 neurons, 16 inputs, 8 outputs; "
+                                        "--adapt also converts a trained network's one spike a step and integrating "
+                                        "readout to Xylo's 31 spikes and output neurons, and lists the changes) write "
+                                        "the integer configuration of xylosim's XyloLayer as one .npz (weights_in, "
+                                        "weights_rec, weights_out, threshold(_out), bias(_out), has_bias, "
+                                        "weight_shift_inp/rec/out, dash_mem(_out), dash_syn(_out); run it with "
+                                        "neurosim.export.xylo.run_xylosim, needs the xylo extra).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train (or neurosim import)")
-    p.add_argument("--format", choices=("artifact", "nir"), default="artifact",
-                   help="artifact folder for neurosim run (default) or NIR graph file")
+    p.add_argument("--format", choices=("artifact", "nir", "xylo"), default="artifact",
+                   help="artifact folder for neurosim run (default), NIR graph file, or Xylo .npz")
     p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the one it was trained for; "
                    "with --format nir: none, the float model)")
-    p.add_argument("--out", required=True, metavar="DIR|FILE.nir", help="artifact folder or NIR file to write")
+    p.add_argument("--out", required=True, metavar="DIR|FILE.nir|FILE.npz",
+                   help="artifact folder, NIR file or Xylo .npz to write")
     p.add_argument("--adapt", action="store_true", help="convert a neuron model that differs from the chip's")
     p.add_argument("--force", action="store_true", help="replace an existing artifact or file")
     p.set_defaults(func=_cmd_export, interrupted=_export_interrupted)

@@ -51,6 +51,36 @@ def test_digits_shapes_types_and_range(digits):
     assert set(digits.train.targets.tolist()) == set(range(10))
 
 
+def test_digits4x4_is_the_digits_averaged_over_2x2_blocks(digits):
+    small = load_dataset("Digits4x4")  # case does not matter
+    assert small.name == "digits4x4" and small.num_classes == 10 and small.input_shape == (1, 4, 4)
+    assert tuple(small.train.inputs.shape) == (1347, 1, 4, 4) and tuple(small.test.inputs.shape) == (450, 1, 4, 4)
+    assert small.train.inputs.dtype == torch.float32
+    for big, pooled in ((digits.train, small.train), (digits.test, small.test)):
+        assert torch.equal(big.targets, pooled.targets)  # the same fixed split, the same order
+        # pixel (i, j) of the 4x4 image is the mean of the 8x8 block rows 2i..2i+1, columns 2j..2j+1
+        block = big.inputs[:, :, 2:4, 4:6].mean(dim=(2, 3))
+        assert torch.allclose(pooled.inputs[:, :, 1, 2], block, rtol=0, atol=1e-7)
+        assert torch.allclose(pooled.inputs, torch.nn.functional.avg_pool2d(big.inputs, 2), rtol=0, atol=1e-7)
+    assert small.train.inputs.min() >= 0 and small.train.inputs.max() <= 1
+    # values are multiples of 1/64 (four pixels of 0..16 over 16 * 4)
+    assert torch.equal(small.train.inputs * 64, torch.round(small.train.inputs * 64))
+
+
+def test_digits4x4_8_keeps_the_digits_0_to_7():
+    eight = load_dataset("digits4x4-8")
+    assert eight.name == "digits4x4-8" and eight.num_classes == 8 and eight.input_shape == (1, 4, 4)
+    for split in (eight.train, eight.test):
+        assert set(split.targets.tolist()) == set(range(8))
+    from sklearn.datasets import load_digits as sk_load_digits
+    assert len(eight.train) + len(eight.test) == int((sk_load_digits().target < 8).sum())
+    # each image is one of the 2x2-pooled digits of its class
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(sk_load_digits().images[:, None] / 16.0).float(), 2)
+    first = eight.test.inputs[0]
+    matches = (pooled - first).abs().flatten(1).max(1).values < 1e-6
+    assert matches.any() and set(sk_load_digits().target[matches.numpy()].tolist()) == {int(eight.test.targets[0])}
+
+
 def test_digits_split_is_fixed(digits, tmp_path):
     torch.manual_seed(123)
     np.random.seed(456)

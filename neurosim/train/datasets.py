@@ -1,5 +1,7 @@
-"""Datasets for training: scikit-learn's digits (offline, built in) and local copies of MNIST,
-Fashion-MNIST, CIFAR-10 and CIFAR-100.
+"""Datasets for training: scikit-learn's digits (offline, built in; ``digits4x4`` is the same
+images 2x2 average-pooled to 4x4 = 16 inputs, as many as Xylo has input channels, and
+``digits4x4-8`` those of the digits 0..7 only, whose 8 classes fit Xylo's 8 output neurons) and
+local copies of MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100.
 
 Nothing is ever downloaded. ``digits`` ships with scikit-learn; the others are read from a
 folder the user names (``--data-root``), laid out either flat or as torchvision leaves it:
@@ -43,7 +45,7 @@ from neurosim.errors import DatasetError
 if TYPE_CHECKING:
     from neurosim.train.events import FrameBinning
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100",
+DATASETS: tuple[str, ...] = ("digits", "digits4x4", "digits4x4-8", "mnist", "fashion-mnist", "cifar10", "cifar100",
                              "nmnist", "dvsgesture", "event-folder")
 EVENT_DATASETS: tuple[str, ...] = ("nmnist", "dvsgesture", "event-folder")
 """Read through tonic and binned to frames (:mod:`neurosim.train.events`)."""
@@ -114,8 +116,8 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
                  frames: FrameBinning | None = None) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`; case and ``_``/``-`` do not matter).
 
-    ``root`` is the local folder holding the files of every dataset but ``digits`` (see the
-    module docstring for the accepted layouts); it is ignored for ``digits``. ``frames`` says how
+    ``root`` is the local folder holding the files of every dataset but ``digits`` and
+    ``digits4x4`` (see the module docstring for the accepted layouts); it is ignored for those. ``frames`` says how
     an event dataset is binned (needed for those, ignored for the others). Raises
     :class:`DatasetError` for an unknown name or any problem with the files.
     """
@@ -124,6 +126,10 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
         raise DatasetError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})")
     if key == "digits":
         return load_digits()
+    if key == "digits4x4":
+        return load_digits(pool=2)
+    if key == "digits4x4-8":
+        return load_digits(pool=2, classes=8)
     if key in EVENT_DATASETS:
         from neurosim.train.events import LAYOUTS, load_event_dataset
         return load_event_dataset(key, _require_root(key, root, LAYOUTS[key].what), frames)
@@ -148,22 +154,31 @@ def dataset_of(training: Mapping[str, Any], name: str | None = None,
 # digits
 
 
-def load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits, pixel values / 16, with a FIXED stratified split.
+def load_digits(pool: int = 1, classes: int = 10) -> Dataset:
+    """scikit-learn's 8x8 digits, pixel values / 16, with a FIXED stratified split; ``pool`` > 1
+    averages ``pool x pool`` pixel blocks (``pool=2``: the 4x4 = 16-input ``digits4x4``);
+    ``classes`` < 10 keeps the digits ``0 .. classes-1`` only (``digits4x4-8``).
 
     The split is ``train_test_split(test_size=DIGITS_TEST_FRACTION,
-    random_state=DIGITS_SPLIT_SEED, stratify=labels)``: 1347 training and 450 test images,
-    every class in both, identical on every call whatever seed a training run uses.
+    random_state=DIGITS_SPLIT_SEED, stratify=labels)``: 1347 training and 450 test images (all
+    ten classes), every class in both, identical on every call whatever seed a training run uses.
     """
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
+    if pool not in (1, 2, 4, 8) or not 2 <= classes <= 10:
+        raise ValueError(f"digits: pool {pool} does not divide 8 or classes {classes} not in 2..10")
     bunch = sk_load_digits()
-    images = (np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0))[:, None, :, :]
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    keep = np.asarray(bunch.target) < classes
+    images = (np.asarray(bunch.images, dtype=np.float32)[keep] / np.float32(16.0))[:, None, :, :]
+    if pool > 1:
+        size = 8 // pool
+        images = images.reshape(len(images), 1, size, pool, size, pool).mean(axis=(3, 5), dtype=np.float32)
+    labels = np.asarray(bunch.target, dtype=np.int64)[keep]
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels)
-    return Dataset("digits", _split(x_train, y_train), _split(x_test, y_test),
+    name = ("digits" if pool == 1 else f"digits{8 // pool}x{8 // pool}") + ("" if classes == 10 else f"-{classes}")
+    return Dataset(name, _split(x_train, y_train), _split(x_test, y_test),
                    tuple(images.shape[1:]), int(labels.max()) + 1)
 
 

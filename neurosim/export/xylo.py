@@ -1,0 +1,462 @@
+"""Xylo export: a deployment as the configuration SynSense's xylosim takes, and back (issue 9).
+
+A Xylo network (xylosim 0.1.3, ``src/v2/cpp/XyloLayer.cpp``) is one population of hidden
+current-based LIF neurons with input and recurrent synapses, and up to 8 output neurons fed by
+the hidden spikes of the previous step. In neurosim it is a :class:`Deployment` of two layers on
+a profile with Xylo's rules (``xylo-like``: ``accumulate: per_source``, ``synapse_update:
+add_then_decay``, ``membrane_update: increment``, ``max_spikes: 31``, readout ``{neuron: lif,
+max_spikes: 1, delay: 1}``):
+
+* ``block0``: linear, input -> hidden, with ``recurrent`` weights; ``weight_shift`` is Xylo's
+  ``weight_shift_inp``, ``recurrent_shift`` its ``weight_shift_rec``;
+* ``readout``: linear, hidden -> output, ``readout_neuron: lif``, ``weight_shift`` =
+  ``weight_shift_out``, delay 1.
+
+Every Xylo quantity is an integer code: thresholds ``v_th`` are the threshold codes, biases the
+bias codes (added to the membrane each step, as Xylo does), and the bit-shift decays map to
+``beta = 1 - 2^-dash_mem`` and ``synapse_decay = 1 - 2^-dash_syn`` (the engine takes the shift
+back with :func:`~neurosim.device.fixedpoint.decay_shift_for`). ``dash = 0`` (xylosim's
+``decay(v, 0) = v``: the state is cleared every step) has no ``beta`` in (0, 1], so dashes must
+be 1..15. neurosim's neurons hold ONE synaptic state, so every synapse targets Xylo's synaptic
+state 0 (``target_synapse_id = 0``; the second one of Xylo Audio 2 is unused), and a layer has
+one decay, so ``dash_mem`` / ``dash_syn`` are the same for all neurons of a population.
+
+A trained network compiled by :func:`~neurosim.export.compile_model` keeps its own spike limit
+(one a step) and integrating readout; :func:`adapt_to_xylo` converts them to Xylo's and says
+what changed (``neurosim export --format xylo --adapt``).
+
+:func:`save_xylo` writes the configuration as one ``.npz`` of integer arrays (keys
+:data:`XYLO_KEYS`, read back with ``allow_pickle=False``); :func:`xylo_layer` and
+:func:`run_xylosim` build and run xylosim's ``XyloLayer`` (needs the ``xylo`` extra, imported
+only when called).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import weakref
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurosim.device import load_profile
+from neurosim.device import quantization as quant
+from neurosim.device.profile import DeviceProfile
+from neurosim.errors import ArtifactError, ExportError, brief
+from neurosim.export.deployment import Deployment, LayerDeployment
+from neurosim.files import atomic_write, make_folder
+
+XYLO_PROFILE = "xylo-like"
+MAX_INPUTS = 16
+"""Xylo Audio 2's SNN input channels (Rockpool xylo_mapper.py DRC ``le_16_input_channels``)."""
+MAX_INPUT_EVENTS = 15
+"""xylosim ``MAX_NUM_INP_SPIKES``: input events per channel and step are clipped to 15."""
+MAX_HIDDEN_SPIKES = 31
+"""xylosim ``MAX_NUM_SPIKES``: spikes a hidden neuron fires per step."""
+MAX_OUTPUT_SPIKES = 1
+"""xylosim ``MAX_NUM_OUT_SPIKES``: spikes an output neuron fires per step."""
+WEIGHT_RANGE = (-128, 127)          # XyloSynapse int8_t weight
+SHIFT_RANGE = (0, 7)                # CTRL1 IWBS / RWBS / OWBS, u3
+DASH_RANGE = (1, 15)                # 4-bit dash; 0 has no beta in (0, 1]
+THRESHOLD_RANGE = (1, 32767)        # int16_t v_th; a threshold <= 0 would fire forever
+BIAS_RANGE = (-32768, 32767)        # int16_t bias
+XYLO_KEYS: tuple[str, ...] = (
+    "weights_in", "weights_rec", "weights_out", "threshold", "threshold_out", "bias", "bias_out",
+    "has_bias", "weight_shift_inp", "weight_shift_rec", "weight_shift_out", "dash_mem", "dash_mem_out",
+    "dash_syn", "dash_syn_out")
+"""The keys of a Xylo ``.npz``: the fields of :class:`XyloConfig`."""
+MAX_FILE_BYTES = 64 << 20
+
+
+@dataclass
+class XyloConfig:
+    """What ``xylosim.v2.XyloLayer`` takes, as dense integer arrays.
+
+    Weights are in xylosim's pre -> post orientation (neurosim's are ``[out, in]``):
+    ``weights_in`` ``[N_in, N_hid]``, ``weights_rec`` ``[N_hid, N_hid]`` (row = source), and
+    ``weights_out`` ``[N_hid, N_out]``, int8 codes. ``threshold`` / ``bias`` / ``dash_mem`` /
+    ``dash_syn`` are ``[N_hid]``, their ``_out`` versions ``[N_out]``; ``has_bias`` switches both
+    biases on (xylosim has one flag); the three weight shifts are the left shifts of
+    ``deliver_spikes`` (``weight << shift``).
+    """
+
+    weights_in: np.ndarray
+    weights_rec: np.ndarray
+    weights_out: np.ndarray
+    threshold: np.ndarray
+    threshold_out: np.ndarray
+    bias: np.ndarray
+    bias_out: np.ndarray
+    has_bias: bool
+    weight_shift_inp: int
+    weight_shift_rec: int
+    weight_shift_out: int
+    dash_mem: np.ndarray
+    dash_mem_out: np.ndarray
+    dash_syn: np.ndarray
+    dash_syn_out: np.ndarray
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """``(N_in, N_hid, N_out)``."""
+        return int(self.weights_in.shape[0]), int(self.weights_in.shape[1]), int(self.weights_out.shape[1])
+
+    def check(self) -> None:
+        """Every array of the right shape, integer and in Xylo's range (:data:`WEIGHT_RANGE`,
+        :data:`SHIFT_RANGE`, :data:`DASH_RANGE`, :data:`THRESHOLD_RANGE`, :data:`BIAS_RANGE`);
+        :class:`ExportError` naming the field otherwise."""
+        for name in ("weights_in", "weights_rec", "weights_out"):
+            if np.asarray(getattr(self, name)).ndim != 2:
+                raise ExportError(f"{name}: expected a 2-d array, got shape {list(np.shape(getattr(self, name)))}")
+        n_in, n_hid, n_out = self.sizes
+        if min(n_in, n_hid, n_out) < 1:
+            raise ExportError(f"sizes: {n_in} inputs, {n_hid} hidden, {n_out} outputs; each must be at least 1")
+        shapes = {"weights_in": (n_in, n_hid), "weights_rec": (n_hid, n_hid), "weights_out": (n_hid, n_out),
+                  "threshold": (n_hid,), "bias": (n_hid,), "dash_mem": (n_hid,), "dash_syn": (n_hid,),
+                  "threshold_out": (n_out,), "bias_out": (n_out,), "dash_mem_out": (n_out,),
+                  "dash_syn_out": (n_out,), "has_bias": (), "weight_shift_inp": (), "weight_shift_rec": (),
+                  "weight_shift_out": ()}
+        ranges = {"weights": WEIGHT_RANGE, "threshold": THRESHOLD_RANGE, "bias": BIAS_RANGE,
+                  "dash": DASH_RANGE, "weight_shift": SHIFT_RANGE, "has_bias": (0, 1)}
+        for name, shape in shapes.items():
+            value = np.asarray(getattr(self, name))
+            if value.shape != shape:
+                raise ExportError(f"{name}: shape {list(value.shape)}, expected {list(shape)}")
+            if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
+                raise ExportError(f"{name}: dtype {value.dtype}, expected integers")
+            lo, hi = next(r for key, r in ranges.items() if name.startswith(key))
+            if value.size and (int(value.min()) < lo or int(value.max()) > hi):
+                bad = int(value.min()) if int(value.min()) < lo else int(value.max())
+                raise ExportError(f"{name}: value {bad} outside Xylo's range [{lo}, {hi}]")
+
+
+def _as_config(values: dict[str, Any]) -> XyloConfig:
+    """A :class:`XyloConfig` of ``values`` as they are (checked by :meth:`XyloConfig.check`)."""
+    return XyloConfig(**{name: np.asarray(values[name]) for name in XYLO_KEYS})
+
+
+def _canonical(config: XyloConfig) -> XyloConfig:
+    """``config`` with int64 arrays and Python scalars (after :meth:`XyloConfig.check`)."""
+    out: dict[str, Any] = {}
+    for name in XYLO_KEYS:
+        value = np.asarray(getattr(config, name))
+        out[name] = (bool(value) if name == "has_bias" else int(value)) if value.ndim == 0 else value.astype(np.int64)
+    return XyloConfig(**out)
+
+
+# ------------------------------------------------------------------ file
+
+
+def save_xylo(config: XyloConfig, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``config`` to one ``.npz`` (keys :data:`XYLO_KEYS`, int64 arrays) atomically
+    (:func:`~neurosim.files.atomic_write`): ``path`` is absent, the old file or the complete new
+    one. An existing file is replaced only with ``overwrite``."""
+    config.check()
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; give a file name such as xylo.npz")
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path}: already exists (use --force to replace it)")
+    arrays = {name: np.asarray(getattr(config, name)).astype(np.int64) for name in XYLO_KEYS}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    blob = buffer.getvalue()
+    make_folder(path.parent)
+    return atomic_write(path, lambda handle: handle.write(blob))
+
+
+def load_xylo(path: str | os.PathLike[str]) -> XyloConfig:
+    """Read a Xylo ``.npz`` written by :func:`save_xylo`, checked (:meth:`XyloConfig.check`);
+    a missing, corrupt or foreign file is one :class:`ArtifactError` line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such Xylo configuration file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ArtifactError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a Xylo configuration")
+    blob = path.read_bytes()
+    if not blob.startswith(b"PK\x03\x04"):
+        raise ArtifactError(f"{path}: not a Xylo configuration (not an .npz archive)")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            missing = [key for key in XYLO_KEYS if key not in npz.files]
+            if missing:
+                raise ArtifactError(f"{path}: not a Xylo configuration (missing {', '.join(missing)})")
+            config = _as_config({key: npz[key] for key in XYLO_KEYS})
+    except ArtifactError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, TypeError) as exc:
+        if "Object arrays" in str(exc) or "pickle" in str(exc):
+            raise ArtifactError(f"{path}: holds pickled Python objects, refused unexecuted") from None
+        raise ArtifactError(f"{path}: unreadable ({brief(exc)})") from None
+    try:
+        config.check()
+    except ExportError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    return _canonical(config)
+
+
+# ------------------------------------------------------------------ xylosim
+
+_KEEP_ALIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""xylosim's XyloLayer keeps raw pointers to the XyloSynapse objects it was given; they must live
+as long as the layer (else evolve() reads freed memory), so each layer's synapses are kept here."""
+
+
+def _synapse_lists(module: Any, weights: np.ndarray) -> list[list[Any]]:
+    """Per presynaptic source, its synapses to every target of non-zero weight (synaptic state 0)."""
+    return [[module.XyloSynapse(int(post), 0, int(weights[pre, post])) for post in np.flatnonzero(weights[pre])]
+            for pre in range(weights.shape[0])]
+
+
+def xylo_layer(config: XyloConfig) -> Any:
+    """xylosim's ``v2.XyloLayer`` for ``config`` (zero weights are no synapse; no aliases; one
+    synaptic state per neuron). Needs the ``xylo`` extra (``pip install xylosim==0.1.3``)."""
+    try:
+        import xylosim.v2 as xylosim
+    except ImportError as exc:
+        raise ExportError(f"xylosim is not installed ({brief(exc)}); pip install 'neurosim[xylo]'") from None
+    config.check()
+    _, n_hid, _ = config.sizes
+    synapses = (_synapse_lists(xylosim, np.asarray(config.weights_in)),
+                _synapse_lists(xylosim, np.asarray(config.weights_rec)),
+                _synapse_lists(xylosim, np.asarray(config.weights_out)))
+
+    def ints(values: np.ndarray) -> list[int]:
+        return [int(v) for v in np.asarray(values)]
+
+    layer = xylosim.XyloLayer(
+        *synapses, [[] for _ in range(n_hid)], ints(config.threshold), ints(config.threshold_out),
+        bool(config.has_bias), ints(config.bias), ints(config.bias_out), int(config.weight_shift_inp),
+        int(config.weight_shift_rec), int(config.weight_shift_out), ints(config.dash_mem),
+        ints(config.dash_mem_out), [[d] for d in ints(config.dash_syn)], [[d] for d in ints(config.dash_syn_out)],
+        "neurosim")
+    _KEEP_ALIVE[layer] = synapses
+    return layer
+
+
+def run_xylosim(config: XyloConfig, counts: np.ndarray, layer: Any = None) -> dict[str, np.ndarray]:
+    """Run xylosim on input event counts ``[T, N_in]`` (0..255; xylosim clips them to 15) from
+    the reset state. Returns int64 arrays ``[T, n]``: ``spikes`` (hidden spike counts),
+    ``out_spikes``, ``v_mem``, ``i_syn``, ``v_mem_out``, ``i_syn_out`` (states after the step's
+    spikes). ``layer`` reuses a :func:`xylo_layer` of the same ``config`` (it is reset first)."""
+    counts = np.asarray(counts)
+    n_in, n_hid, n_out = config.sizes
+    if counts.ndim != 2 or counts.shape[1] != n_in:
+        raise ValueError(f"input counts of shape {list(counts.shape)}, expected [T, {n_in}]")
+    if not np.issubdtype(counts.dtype, np.integer) or (counts.size and (counts.min() < 0 or counts.max() > 255)):
+        raise ValueError("input counts must be integers in 0..255")
+    layer = xylo_layer(config) if layer is None else layer
+    layer.reset_all()
+    layer.evolve([[int(c) for c in row] for row in counts])
+    steps = counts.shape[0]
+
+    def per_step(recording: Any, n: int) -> np.ndarray:
+        return np.asarray([list(r) for r in recording], dtype=np.int64).reshape(n, steps).T
+
+    return {"spikes": np.asarray(layer.rec_recurrent_spikes, dtype=np.int64).reshape(steps, n_hid),
+            "out_spikes": np.asarray(layer.rec_out_spikes, dtype=np.int64).reshape(steps, n_out),
+            "v_mem": per_step(layer.rec_v_mem, n_hid), "i_syn": per_step(layer.rec_i_syn, n_hid),
+            "v_mem_out": per_step(layer.rec_v_mem_out, n_out), "i_syn_out": per_step(layer.rec_i_syn_out, n_out)}
+
+
+# ------------------------------------------------------------------ deployment <-> config
+
+
+def xylo_rule_differences(profile: DeviceProfile) -> list[str]:
+    """How ``profile``'s arithmetic differs from Xylo's (xylosim 0.1.3, see the references of
+    ``device_profiles/xylo-like.yaml``); empty when a deployment on it runs as Xylo does."""
+    num, neuron, readout = profile.numerics, profile.neuron, profile.readout
+    if num.is_float:
+        return ["numerics: float, Xylo computes in 16-bit integers"]
+    want = {
+        "numerics.weight_bits": (num.weight_bits, 8), "numerics.membrane_bits": (num.membrane_bits, 16),
+        "numerics.synapse_bits": (num.synapse_bits, 16), "numerics.input_bits": (num.input_bits, 5),
+        "numerics.overflow": (num.overflow, "saturate"),
+        "numerics.synapse_overflow": (num.synapse_overflow or num.overflow, "saturate"),
+        "numerics.activation_shift": (num.activation_shift, 0), "numerics.accumulate": (num.accumulate, "per_source"),
+        "numerics.synapse_update": (num.synapse_update, "add_then_decay"),
+        "numerics.membrane_update": (num.membrane_update, "increment"),
+        "neuron.model": (neuron.model, "lif"), "neuron.reset": (neuron.reset, "soft"),
+        "neuron.refractory": (neuron.refractory, 0), "neuron.max_spikes": (neuron.max_spikes, MAX_HIDDEN_SPIKES),
+        "neuron.synapse_delay": (neuron.synapse_delay, 0), "readout.neuron": (readout.neuron, "lif"),
+        "readout.max_spikes": (readout.max_spikes, MAX_OUTPUT_SPIKES), "readout.delay": (readout.delay, 1),
+        "current-based synapse": (profile.is_current_based, True)}
+    diffs = [f"{key} is {got!r}, Xylo's is {expected!r}" for key, (got, expected) in want.items() if got != expected]
+    for key, fmt in (("numerics.decay", num.decay), ("numerics.synapse_decay", num.synapse_decay)):
+        if fmt is None or fmt.kind != "shift" or fmt.rounding != "floor" or not fmt.nonzero_step:
+            diffs.append(f"{key} is not Xylo's shift decay (kind shift, rounding floor, nonzero_step true)")
+    for key, bits in (("numerics.threshold_bits", num.threshold_bits), ("numerics.bias_bits", num.bias_bits)):
+        if bits is not None and bits > 16:
+            diffs.append(f"{key} is {bits}, Xylo holds 16")
+    return diffs
+
+
+def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.ndarray]:
+    """A layer's Xylo neuron codes ``[n]``: threshold (as the engine derives it from the float
+    threshold and the state unit), bias, dash_mem and dash_syn."""
+    num, n = profile.numerics, int(layer.weight.shape[0])
+    where = layer.name
+    if (layer.reset != "soft" and not layer.readout) or layer.refractory != 0 or layer.v_init != 0.0:
+        raise ExportError(f"{where}: Xylo neurons reset by subtraction, have no refractory steps and start "
+                          f"at 0; the layer has reset {layer.reset}, refractory {layer.refractory}, "
+                          f"v_init {layer.v_init}")
+    if layer.unit.numel() != 1:
+        raise ExportError(f"{where}: a state unit per neuron; Xylo's membranes are compared unscaled, so the "
+                          "layer needs one unit")
+    dtype = quant.code_dtype(num)
+    threshold = quant.threshold_codes(torch.tensor(layer.threshold, dtype=dtype), layer.unit.to(dtype), num)
+    raw = torch.round(torch.tensor(layer.threshold, dtype=dtype) / layer.unit.to(dtype))
+    if not THRESHOLD_RANGE[0] <= float(raw.max()) <= THRESHOLD_RANGE[1]:
+        raise ExportError(f"{where}: threshold code {float(raw.max()):.0f} outside Xylo's range {list(THRESHOLD_RANGE)}")
+    dashes = {}
+    for what, beta, fmt in (("dash_mem", layer.beta, num.decay), ("dash_syn", layer.synapse_decay, num.synapse_decay)):
+        if beta is None or beta >= 1:
+            raise ExportError(f"{where}: {'no synaptic state' if beta is None else 'no decay (beta 1)'}: Xylo's "
+                              f"neurons are current-based and decay by dash in {list(DASH_RANGE)}")
+        dash = int(quant.decay_factor(beta, fmt))
+        if abs(float(quant.realised_decay(beta, fmt)) - beta) > 1e-9 or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
+            raise ExportError(f"{where}: {what}: decay {beta:g} is not 1 - 2^-dash with dash in {list(DASH_RANGE)}")
+        dashes[what] = np.full(n, dash, dtype=np.int64)
+    bias = np.zeros(n, dtype=np.int64) if layer.bias is None else layer.bias.numpy().astype(np.int64)
+    return {"threshold": np.full(n, int(threshold.reshape(-1)[0]), dtype=np.int64), "bias": bias, **dashes}
+
+
+ADAPTED_READOUT_DASH_MEM = 15
+"""An integrating readout becomes an output neuron of the slowest leak, beta = 1 - 2^-15 ..."""
+ADAPTED_READOUT_DASH_SYN = 1
+"""... whose synaptic state passes a step's input on over the next steps (halving each step, so
+that the membrane receives about the input itself) ..."""
+ADAPTED_READOUT_THRESHOLD = THRESHOLD_RANGE[1]
+"""... and whose threshold is the largest code, so that it fires (and subtracts) only when its
+membrane is at the top of its range: the logits stay the mean of the membrane."""
+
+
+def xylo_differences(deployment: Deployment) -> list[str]:
+    """How the per-layer spike limits, delays and readout neuron of ``deployment`` differ from
+    what Xylo runs (hidden neurons: up to 31 spikes a step, no delay; output neurons: ``lif``, one
+    spike a step, one step of delay). :func:`compile_model` keeps a trained model's own (one
+    spike, an integrating readout), so a trained model differs until converted with
+    :func:`adapt_to_xylo`."""
+    diffs = []
+    for layer in deployment.layers:
+        spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
+        if layer.max_spikes != spikes:
+            diffs.append(f"{layer.name}: max_spikes is {layer.max_spikes}, Xylo's is {spikes}")
+        if layer.delay != delay:
+            diffs.append(f"{layer.name}: delay is {layer.delay}, Xylo's is {delay}")
+        if layer.readout and layer.readout_neuron != "lif":
+            diffs.append(f"{layer.name}: an {layer.readout_neuron} readout, Xylo's output neurons are lif")
+    return diffs
+
+
+def adapt_to_xylo(deployment: Deployment) -> list[str]:
+    """Set what :func:`xylo_differences` lists to Xylo's, in place, and say what changed. An
+    integrating readout becomes a Xylo output neuron as close to an integrator as Xylo has:
+    ``dash_mem`` :data:`ADAPTED_READOUT_DASH_MEM`, ``dash_syn`` :data:`ADAPTED_READOUT_DASH_SYN`,
+    threshold code :data:`ADAPTED_READOUT_THRESHOLD`. The network then computes differently
+    from the one trained (several spikes a step, the readout's delay, leak and synaptic
+    low-pass): evaluate the converted network, e.g. with :func:`deployment_from_config`."""
+    changes = []
+    for layer in deployment.layers:
+        spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
+        if layer.max_spikes != spikes:
+            changes.append(f"{layer.name}: max_spikes {layer.max_spikes} -> {spikes}")
+            layer.max_spikes = spikes
+        if layer.delay != delay:
+            changes.append(f"{layer.name}: delay {layer.delay} -> {delay}")
+            layer.delay = delay
+        if layer.readout and layer.readout_neuron != "lif":
+            beta, alpha = 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_MEM, 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_SYN
+            changes.append(f"{layer.name}: {layer.readout_neuron} (beta {layer.beta:g}) -> Xylo output neuron "
+                           f"(lif, beta {beta:g}, synapse_decay {alpha:g}, threshold code {ADAPTED_READOUT_THRESHOLD})")
+            layer.readout_neuron, layer.beta, layer.synapse_decay, layer.reset = "lif", beta, alpha, "soft"
+            layer.threshold = ADAPTED_READOUT_THRESHOLD * float(layer.unit.max())
+    from neurosim.export.compile import check_deployment
+    check_deployment(deployment)
+    return changes
+
+
+def config_from_deployment(deployment: Deployment) -> XyloConfig:
+    """The Xylo configuration of ``deployment``: its profile computes as Xylo does
+    (:func:`xylo_rule_differences`), it fits the profile's limits (:func:`check_deployment`), it
+    is one dense hidden layer (``block0``, optional recurrent weights) and a ``lif`` readout with
+    Xylo's spike limits and delays (:func:`xylo_differences`), and every code is in Xylo's range. Anything else is an
+    :class:`ExportError` naming what does not fit."""
+    from neurosim.export.compile import check_deployment
+
+    profile = deployment.profile
+    diffs = xylo_rule_differences(profile)
+    if diffs:
+        raise ExportError(f"profile {profile.name}: does not compute as Xylo does: " + "; ".join(diffs))
+    check_deployment(deployment)
+    n_in = int(math.prod(deployment.input_shape))
+    if n_in > MAX_INPUTS:
+        raise ExportError(f"input: Xylo has {MAX_INPUTS} input channels, the model needs {n_in}")
+    layers = deployment.layers
+    if len(layers) != 2 or layers[0].kind != "linear" or layers[0].pool:
+        raise ExportError(f"model: Xylo runs one dense hidden layer and a readout; the model has "
+                          f"{len(layers) - 1} hidden layers ({', '.join(layer.kind for layer in layers[:-1])})")
+    hidden, readout = layers
+    diffs = xylo_differences(deployment)
+    if diffs:
+        raise ExportError("model: runs differently from Xylo: " + "; ".join(diffs) + " (use --adapt to convert it)")
+    if hidden.input_step != quant.input_step(profile.numerics):
+        raise ExportError(f"{hidden.name}: input step {hidden.input_step:g}, Xylo takes event counts "
+                          f"0..{MAX_INPUT_EVENTS} (input step 1/{MAX_INPUT_EVENTS})")
+    for where, what, shift in ((hidden.name, "weight_shift", hidden.weight_shift),
+                               (hidden.name, "recurrent_shift", hidden.recurrent_shift),
+                               (readout.name, "weight_shift", readout.weight_shift)):
+        if not SHIFT_RANGE[0] <= shift <= SHIFT_RANGE[1]:
+            raise ExportError(f"{where}: {what} = {shift} outside Xylo's weight shifts {list(SHIFT_RANGE)}")
+    n_hid = int(hidden.weight.shape[0])
+    recurrent = (torch.zeros(n_hid, n_hid, dtype=torch.int64) if hidden.recurrent is None else hidden.recurrent)
+    hid, out = _population(hidden, profile), _population(readout, profile)
+    config = XyloConfig(
+        weights_in=hidden.weight.numpy().T.astype(np.int64), weights_rec=recurrent.numpy().T.astype(np.int64),
+        weights_out=readout.weight.numpy().T.astype(np.int64),
+        threshold=hid["threshold"], threshold_out=out["threshold"], bias=hid["bias"], bias_out=out["bias"],
+        has_bias=hidden.bias is not None or readout.bias is not None,
+        weight_shift_inp=int(hidden.weight_shift), weight_shift_rec=int(hidden.recurrent_shift),
+        weight_shift_out=int(readout.weight_shift), dash_mem=hid["dash_mem"], dash_mem_out=out["dash_mem"],
+        dash_syn=hid["dash_syn"], dash_syn_out=out["dash_syn"])
+    config.check()
+    return config
+
+
+def deployment_from_config(config: XyloConfig, timesteps: int, profile: DeviceProfile | str = XYLO_PROFILE,
+                           metadata: dict[str, Any] | None = None) -> Deployment:
+    """The neurosim :class:`Deployment` that runs ``config`` as xylosim does (unit 1: every code
+    is Xylo's integer), through :meth:`Deployment.from_integers`; input shape ``[N_in]``, input
+    codes are Xylo's event counts. A population's ``dash_mem``, ``dash_syn`` and thresholds must
+    be uniform (one decay and one threshold per neurosim layer); otherwise :class:`ExportError`."""
+    config.check()
+    profile = load_profile(profile)
+    diffs = xylo_rule_differences(profile)
+    if diffs:
+        raise ExportError(f"profile {profile.name}: does not compute as Xylo does: " + "; ".join(diffs))
+    n_in, _, _ = config.sizes
+    specs = []
+    for population, suffix in (("hidden", ""), ("output", "_out")):
+        values = {}
+        for name in ("threshold", "dash_mem", "dash_syn"):
+            array = np.asarray(getattr(config, name + suffix))
+            if np.unique(array).size != 1:
+                raise ExportError(f"{name + suffix}: differs between {population} neurons; a neurosim layer has "
+                                  f"one {'threshold' if name == 'threshold' else 'decay'}")
+            values[name] = int(array[0])
+        bias = np.asarray(getattr(config, "bias" + suffix)) if config.has_bias else None
+        specs.append({"threshold": values["threshold"], "beta": 1.0 - 2.0 ** -values["dash_mem"],
+                      "synapse_decay": 1.0 - 2.0 ** -values["dash_syn"], "bias": bias, "unit": 1.0, "v_reset": 0})
+    hidden, output = specs
+    layers = [dict(hidden, weight=np.asarray(config.weights_in).T, recurrent=np.asarray(config.weights_rec).T,
+                   weight_shift=int(config.weight_shift_inp), recurrent_shift=int(config.weight_shift_rec),
+                   max_spikes=MAX_HIDDEN_SPIKES, delay=0, readout=False),
+              dict(output, weight=np.asarray(config.weights_out).T, weight_shift=int(config.weight_shift_out),
+                   max_spikes=MAX_OUTPUT_SPIKES, delay=1, readout=True, readout_neuron="lif")]
+    return Deployment.from_integers(profile, layers, timesteps, (n_in,), metadata=metadata)
