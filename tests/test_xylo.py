@@ -65,7 +65,7 @@ def run_engine(config: XyloConfig, counts: np.ndarray) -> dict[str, np.ndarray]:
     deployment = deployment_from_config(config, counts.shape[0])
     result = IntegerEngine(deployment).run_codes(torch.from_numpy(counts)[None], record=True, record_states=True)
     out = {}
-    for key, layer, state in STATES:
+    for key, layer, state in STATES + ((("i_syn2", "block0", "i2"),) if config.second_synapse else ()):
         recorded = result.spikes[layer] if state is None else result.states[layer][state]
         out[key] = recorded[:, 0, 0].numpy().astype(np.int64)  # [T, chips, batch, n] -> [T, n]
     return out
@@ -76,7 +76,8 @@ def assert_same(config: XyloConfig, counts: np.ndarray, layer=None) -> dict[str,
     difference is reported with its step and neuron."""
     want = run_xylosim(config, counts, layer)
     got = run_engine(config, counts)
-    for key, _, _ in STATES:
+    assert set(got) == set(want), (sorted(got), sorted(want))
+    for key in want:
         assert got[key].shape == want[key].shape, (key, got[key].shape, want[key].shape)
         if not np.array_equal(got[key], want[key]):
             t, n = np.argwhere(got[key] != want[key])[0]
@@ -126,6 +127,9 @@ def networks(draw):
                          w_out=weights((n_hid, n_out)), threshold=threshold(), threshold_out=threshold(),
                          bias=bias, bias_out=bias_out, shifts=tuple(draw(st.integers(0, 7)) for _ in range(3)),
                          dash=dash(), dash_out=dash())
+    if draw(st.booleans()):  # Xylo's second synaptic state of the hidden neurons
+        config.weights_in2, config.weights_rec2 = weights((n_in, n_hid)), weights((n_hid, n_hid))
+        config.dash_syn2 = np.full(n_hid, draw(st.integers(1, 15)))
     counts = rng.integers(0, draw(st.sampled_from((2, 16))), (steps, n_in))
     return config, counts
 
@@ -136,7 +140,8 @@ def test_engine_matches_xylosim_on_random_networks(xylosim, network):
     config, counts = network
     assert_same(config, counts)
     back = config_from_deployment(deployment_from_config(config, counts.shape[0]))  # and back, unchanged
-    for key in XYLO_KEYS:
+    assert back.keys == config.keys
+    for key in config.keys:
         assert np.array_equal(np.asarray(getattr(back, key)), np.asarray(getattr(config, key))), key
 
 
@@ -374,3 +379,24 @@ def test_save_and_load_round_trip_and_corrupt_files(tmp_path):
              | {"bias": np.array([object(), object()], dtype=object)})
     one_line_error(objects, "pickled")
     one_line_error(tmp_path / "missing.npz", "no such Xylo configuration file")
+
+
+def test_second_synaptic_state_round_trips_and_matches(xylosim, tmp_path):
+    """Xylo's second synaptic state: an input onto it only (with its own, slower decay), a
+    recurrent weight onto it, and a saturating pair of sources — xylosim and the engine agree on
+    both synaptic traces, and the file keeps the three extra fields."""
+    config = make_config(2, 2, 1, w_in=[[0, 0], [0, 0]], w_rec=[[0, 0], [0, 0]], w_out=[[50], [50]],
+                         threshold=30000, shifts=(7, 0, 0), dash=(4, 1), dash_out=(4, 1))
+    config.weights_in2 = np.array([[127, 0], [-128, 5]])  # 127 << 7 = 16256, two steps saturate
+    config.weights_rec2 = np.array([[0, 3], [0, 0]])
+    config.dash_syn2 = np.full(2, 6)
+    counts = np.array([[15, 0], [15, 0], [0, 15], [0, 0], [3, 3]])
+    want = assert_same(config, counts)
+    assert int(want["i_syn2"].max()) > 30000 and int(want["i_syn"].max()) == 0  # only syn 2 received input
+    path = save_xylo(config, tmp_path / "two.npz")
+    back = load_xylo(path)
+    assert back.second_synapse and np.array_equal(back.weights_in2, config.weights_in2)
+    assert np.array_equal(back.dash_syn2, config.dash_syn2)
+    config.dash_syn2 = None  # two of the three fields: refused, naming the missing one
+    with pytest.raises(ExportError, match="without dash_syn2"):
+        config.check()

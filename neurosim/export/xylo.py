@@ -17,9 +17,11 @@ bias codes (added to the membrane each step, as Xylo does), and the bit-shift de
 ``beta = 1 - 2^-dash_mem`` and ``synapse_decay = 1 - 2^-dash_syn`` (the engine takes the shift
 back with :func:`~neurosim.device.fixedpoint.decay_shift_for`). ``dash = 0`` (xylosim's
 ``decay(v, 0) = v``: the state is cleared every step) has no ``beta`` in (0, 1], so dashes must
-be 1..15. neurosim's neurons hold ONE synaptic state, so every synapse targets Xylo's synaptic
-state 0 (``target_synapse_id = 0``; the second one of Xylo Audio 2 is unused), and a layer has
-one decay, so ``dash_mem`` / ``dash_syn`` are the same for all neurons of a population.
+be 1..15. Hidden neurons may have Xylo's second synaptic state (``target_synapse_id = 1``):
+``weights_in2`` / ``weights_rec2`` onto it and its decay ``dash_syn2`` are neurosim's
+``weight2`` / ``recurrent2`` / ``synapse_decay2``; output neurons have one. A layer has one decay
+per state, so ``dash_mem`` / ``dash_syn`` / ``dash_syn2`` are the same for all neurons of a
+population.
 
 A trained network compiled by :func:`~neurosim.export.compile_model` keeps its own spike limit
 (one a step) and integrating readout; :func:`adapt_to_xylo` converts them to Xylo's and says
@@ -71,6 +73,8 @@ XYLO_KEYS: tuple[str, ...] = (
     "has_bias", "weight_shift_inp", "weight_shift_rec", "weight_shift_out", "dash_mem", "dash_mem_out",
     "dash_syn", "dash_syn_out")
 """The keys of a Xylo ``.npz``: the fields of :class:`XyloConfig`."""
+SECOND_SYNAPSE_KEYS: tuple[str, ...] = ("weights_in2", "weights_rec2", "dash_syn2")
+"""The optional keys of the hidden neurons' second synaptic state (all three or none)."""
 MAX_FILE_BYTES = 64 << 20
 
 
@@ -101,6 +105,19 @@ class XyloConfig:
     dash_mem_out: np.ndarray
     dash_syn: np.ndarray
     dash_syn_out: np.ndarray
+    weights_in2: np.ndarray | None = None
+    weights_rec2: np.ndarray | None = None
+    dash_syn2: np.ndarray | None = None
+
+    @property
+    def second_synapse(self) -> bool:
+        """True when the hidden neurons use Xylo's second synaptic state."""
+        return self.dash_syn2 is not None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The fields this configuration holds (the optional second synapse's when used)."""
+        return XYLO_KEYS + (SECOND_SYNAPSE_KEYS if self.second_synapse else ())
 
     @property
     def sizes(self) -> tuple[int, int, int]:
@@ -115,16 +132,23 @@ class XyloConfig:
             if np.asarray(getattr(self, name)).ndim != 2:
                 raise ExportError(f"{name}: expected a 2-d array, got shape {list(np.shape(getattr(self, name)))}")
         n_in, n_hid, n_out = self.sizes
+        given = [name for name in SECOND_SYNAPSE_KEYS if getattr(self, name) is not None]
+        if given and len(given) != len(SECOND_SYNAPSE_KEYS):
+            raise ExportError(f"second synaptic state: {', '.join(given)} given without "
+                              f"{', '.join(k for k in SECOND_SYNAPSE_KEYS if k not in given)}")
         if min(n_in, n_hid, n_out) < 1:
             raise ExportError(f"sizes: {n_in} inputs, {n_hid} hidden, {n_out} outputs; each must be at least 1")
         shapes = {"weights_in": (n_in, n_hid), "weights_rec": (n_hid, n_hid), "weights_out": (n_hid, n_out),
                   "threshold": (n_hid,), "bias": (n_hid,), "dash_mem": (n_hid,), "dash_syn": (n_hid,),
                   "threshold_out": (n_out,), "bias_out": (n_out,), "dash_mem_out": (n_out,),
                   "dash_syn_out": (n_out,), "has_bias": (), "weight_shift_inp": (), "weight_shift_rec": (),
-                  "weight_shift_out": ()}
+                  "weight_shift_out": (), "weights_in2": (n_in, n_hid), "weights_rec2": (n_hid, n_hid),
+                  "dash_syn2": (n_hid,)}
         ranges = {"weights": WEIGHT_RANGE, "threshold": THRESHOLD_RANGE, "bias": BIAS_RANGE,
                   "dash": DASH_RANGE, "weight_shift": SHIFT_RANGE, "has_bias": (0, 1)}
         for name, shape in shapes.items():
+            if getattr(self, name) is None and name in SECOND_SYNAPSE_KEYS:
+                continue
             value = np.asarray(getattr(self, name))
             if value.shape != shape:
                 raise ExportError(f"{name}: shape {list(value.shape)}, expected {list(shape)}")
@@ -138,13 +162,14 @@ class XyloConfig:
 
 def _as_config(values: dict[str, Any]) -> XyloConfig:
     """A :class:`XyloConfig` of ``values`` as they are (checked by :meth:`XyloConfig.check`)."""
-    return XyloConfig(**{name: np.asarray(values[name]) for name in XYLO_KEYS})
+    return XyloConfig(**{name: np.asarray(values[name]) for name in XYLO_KEYS + SECOND_SYNAPSE_KEYS
+                         if name in values})
 
 
 def _canonical(config: XyloConfig) -> XyloConfig:
     """``config`` with int64 arrays and Python scalars (after :meth:`XyloConfig.check`)."""
     out: dict[str, Any] = {}
-    for name in XYLO_KEYS:
+    for name in config.keys:
         value = np.asarray(getattr(config, name))
         out[name] = (bool(value) if name == "has_bias" else int(value)) if value.ndim == 0 else value.astype(np.int64)
     return XyloConfig(**out)
@@ -163,7 +188,7 @@ def save_xylo(config: XyloConfig, path: str | os.PathLike[str], overwrite: bool 
         raise ExportError(f"{path}: is a folder; give a file name such as xylo.npz")
     if path.exists() and not overwrite:
         raise ExportError(f"{path}: already exists (use --force to replace it)")
-    arrays = {name: np.asarray(getattr(config, name)).astype(np.int64) for name in XYLO_KEYS}
+    arrays = {name: np.asarray(getattr(config, name)).astype(np.int64) for name in config.keys}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     blob = buffer.getvalue()
@@ -187,7 +212,7 @@ def load_xylo(path: str | os.PathLike[str]) -> XyloConfig:
             missing = [key for key in XYLO_KEYS if key not in npz.files]
             if missing:
                 raise ArtifactError(f"{path}: not a Xylo configuration (missing {', '.join(missing)})")
-            config = _as_config({key: npz[key] for key in XYLO_KEYS})
+            config = _as_config({key: npz[key] for key in XYLO_KEYS + SECOND_SYNAPSE_KEYS if key in npz.files})
     except ArtifactError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, TypeError) as exc:
@@ -208,10 +233,16 @@ _KEEP_ALIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 as long as the layer (else evolve() reads freed memory), so each layer's synapses are kept here."""
 
 
-def _synapse_lists(module: Any, weights: np.ndarray) -> list[list[Any]]:
-    """Per presynaptic source, its synapses to every target of non-zero weight (synaptic state 0)."""
-    return [[module.XyloSynapse(int(post), 0, int(weights[pre, post])) for post in np.flatnonzero(weights[pre])]
-            for pre in range(weights.shape[0])]
+def _synapse_lists(module: Any, weights: np.ndarray, second: np.ndarray | None = None) -> list[list[Any]]:
+    """Per presynaptic source, its synapses to every target of non-zero weight (synaptic state 0,
+    then those of ``second`` onto synaptic state 1)."""
+    lists = []
+    for pre in range(weights.shape[0]):
+        row = [module.XyloSynapse(int(post), 0, int(weights[pre, post])) for post in np.flatnonzero(weights[pre])]
+        if second is not None:
+            row += [module.XyloSynapse(int(post), 1, int(second[pre, post])) for post in np.flatnonzero(second[pre])]
+        lists.append(row)
+    return lists
 
 
 def xylo_layer(config: XyloConfig) -> Any:
@@ -223,18 +254,22 @@ def xylo_layer(config: XyloConfig) -> Any:
         raise ExportError(f"xylosim is not installed ({brief(exc)}); pip install 'neurosim[xylo]'") from None
     config.check()
     _, n_hid, _ = config.sizes
-    synapses = (_synapse_lists(xylosim, np.asarray(config.weights_in)),
-                _synapse_lists(xylosim, np.asarray(config.weights_rec)),
-                _synapse_lists(xylosim, np.asarray(config.weights_out)))
 
     def ints(values: np.ndarray) -> list[int]:
         return [int(v) for v in np.asarray(values)]
+
+    two = config.second_synapse
+    synapses = (_synapse_lists(xylosim, np.asarray(config.weights_in), np.asarray(config.weights_in2) if two else None),
+                _synapse_lists(xylosim, np.asarray(config.weights_rec), np.asarray(config.weights_rec2) if two else None),
+                _synapse_lists(xylosim, np.asarray(config.weights_out)))
+    dash_syns = [[d, d2] for d, d2 in zip(ints(config.dash_syn), ints(config.dash_syn2))] if two else \
+        [[d] for d in ints(config.dash_syn)]
 
     layer = xylosim.XyloLayer(
         *synapses, [[] for _ in range(n_hid)], ints(config.threshold), ints(config.threshold_out),
         bool(config.has_bias), ints(config.bias), ints(config.bias_out), int(config.weight_shift_inp),
         int(config.weight_shift_rec), int(config.weight_shift_out), ints(config.dash_mem),
-        ints(config.dash_mem_out), [[d] for d in ints(config.dash_syn)], [[d] for d in ints(config.dash_syn_out)],
+        ints(config.dash_mem_out), dash_syns, [[d] for d in ints(config.dash_syn_out)],
         "neurosim")
     _KEEP_ALIVE[layer] = synapses
     return layer
@@ -244,7 +279,7 @@ def run_xylosim(config: XyloConfig, counts: np.ndarray, layer: Any = None) -> di
     """Run xylosim on input event counts ``[T, N_in]`` (0..255; xylosim clips them to 15) from
     the reset state. Returns int64 arrays ``[T, n]``: ``spikes`` (hidden spike counts),
     ``out_spikes``, ``v_mem``, ``i_syn``, ``v_mem_out``, ``i_syn_out`` (states after the step's
-    spikes). ``layer`` reuses a :func:`xylo_layer` of the same ``config`` (it is reset first)."""
+    spikes), and ``i_syn2`` with a second synaptic state. ``layer`` reuses a :func:`xylo_layer` of the same ``config`` (it is reset first)."""
     counts = np.asarray(counts)
     n_in, n_hid, n_out = config.sizes
     if counts.ndim != 2 or counts.shape[1] != n_in:
@@ -259,10 +294,13 @@ def run_xylosim(config: XyloConfig, counts: np.ndarray, layer: Any = None) -> di
     def per_step(recording: Any, n: int) -> np.ndarray:
         return np.asarray([list(r) for r in recording], dtype=np.int64).reshape(n, steps).T
 
-    return {"spikes": np.asarray(layer.rec_recurrent_spikes, dtype=np.int64).reshape(steps, n_hid),
-            "out_spikes": np.asarray(layer.rec_out_spikes, dtype=np.int64).reshape(steps, n_out),
-            "v_mem": per_step(layer.rec_v_mem, n_hid), "i_syn": per_step(layer.rec_i_syn, n_hid),
-            "v_mem_out": per_step(layer.rec_v_mem_out, n_out), "i_syn_out": per_step(layer.rec_i_syn_out, n_out)}
+    out = {"spikes": np.asarray(layer.rec_recurrent_spikes, dtype=np.int64).reshape(steps, n_hid),
+           "out_spikes": np.asarray(layer.rec_out_spikes, dtype=np.int64).reshape(steps, n_out),
+           "v_mem": per_step(layer.rec_v_mem, n_hid), "i_syn": per_step(layer.rec_i_syn, n_hid),
+           "v_mem_out": per_step(layer.rec_v_mem_out, n_out), "i_syn_out": per_step(layer.rec_i_syn_out, n_out)}
+    if config.second_synapse:
+        out["i_syn2"] = per_step(layer.rec_i_syn2, n_hid)
+    return out
 
 
 # ------------------------------------------------------------------ deployment <-> config
@@ -417,6 +455,21 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
     n_hid = int(hidden.weight.shape[0])
     recurrent = (torch.zeros(n_hid, n_hid, dtype=torch.int64) if hidden.recurrent is None else hidden.recurrent)
     hid, out = _population(hidden, profile), _population(readout, profile)
+    second: dict[str, Any] = {}
+    if hidden.synapse_decay2 is not None:
+        beta = hidden.synapse_decay2
+        dash = int(quant.decay_factor(beta, profile.numerics.synapse_decay))
+        if abs(float(quant.realised_decay(beta, profile.numerics.synapse_decay)) - beta) > 1e-9 \
+                or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
+            raise ExportError(f"{hidden.name}: dash_syn2: decay {beta:g} is not 1 - 2^-dash with dash in "
+                              f"{list(DASH_RANGE)}")
+        second = {"weights_in2": (torch.zeros_like(hidden.weight) if hidden.weight2 is None
+                                  else hidden.weight2).numpy().T.astype(np.int64),
+                  "weights_rec2": (torch.zeros_like(recurrent) if hidden.recurrent2 is None
+                                   else hidden.recurrent2).numpy().T.astype(np.int64),
+                  "dash_syn2": np.full(n_hid, dash, dtype=np.int64)}
+    if readout.synapse_decay2 is not None:
+        raise ExportError(f"{readout.name}: Xylo's output neurons have one synaptic state")
     config = XyloConfig(
         weights_in=hidden.weight.numpy().T.astype(np.int64), weights_rec=recurrent.numpy().T.astype(np.int64),
         weights_out=readout.weight.numpy().T.astype(np.int64),
@@ -424,7 +477,7 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
         has_bias=hidden.bias is not None or readout.bias is not None,
         weight_shift_inp=int(hidden.weight_shift), weight_shift_rec=int(hidden.recurrent_shift),
         weight_shift_out=int(readout.weight_shift), dash_mem=hid["dash_mem"], dash_mem_out=out["dash_mem"],
-        dash_syn=hid["dash_syn"], dash_syn_out=out["dash_syn"])
+        dash_syn=hid["dash_syn"], dash_syn_out=out["dash_syn"], **second)
     config.check()
     return config
 
@@ -454,6 +507,12 @@ def deployment_from_config(config: XyloConfig, timesteps: int, profile: DevicePr
         specs.append({"threshold": values["threshold"], "beta": 1.0 - 2.0 ** -values["dash_mem"],
                       "synapse_decay": 1.0 - 2.0 ** -values["dash_syn"], "bias": bias, "unit": 1.0, "v_reset": 0})
     hidden, output = specs
+    if config.second_synapse:
+        dash2 = np.asarray(config.dash_syn2)
+        if np.unique(dash2).size != 1:
+            raise ExportError("dash_syn2: differs between hidden neurons; a neurosim layer has one decay")
+        hidden.update(weight2=np.asarray(config.weights_in2).T, recurrent2=np.asarray(config.weights_rec2).T,
+                      synapse_decay2=1.0 - 2.0 ** -int(dash2[0]))
     layers = [dict(hidden, weight=np.asarray(config.weights_in).T, recurrent=np.asarray(config.weights_rec).T,
                    weight_shift=int(config.weight_shift_inp), recurrent_shift=int(config.weight_shift_rec),
                    max_spikes=MAX_HIDDEN_SPIKES, delay=0, readout=False),
