@@ -55,7 +55,7 @@ def compare(deployment: Deployment, x: np.ndarray, chips=None, batch: int = 0, n
     """Run the engine on all chips and the reference on each; assert bit-for-bit equality.
     Returns the engine's result."""
     engine = IntegerEngine(deployment, chips, noise=noise)
-    result = engine.run(torch.from_numpy(x), batch=batch, record=True)
+    result = engine.run(torch.from_numpy(x), batch=batch, record=True, record_states=True)
     n_chips = 1 if chips is None else len(chips)
     assert result.logits.shape[0] == n_chips
     for c in range(n_chips):
@@ -69,6 +69,17 @@ def compare(deployment: Deployment, x: np.ndarray, chips=None, batch: int = 0, n
                 raise AssertionError(f"chip {c}, layer {layer.name}: first spike mismatch at step {t}, "
                                      f"index {tuple(where)}: engine {got[(t, *where)]}, reference "
                                      f"{want[(t, *where)]}")
+        for layer in deployment.layers:  # membrane (after the reset) and synaptic state, every step
+            for what, want in expected["states"][layer.name].items():
+                got = result.states[layer.name][what][:, c].numpy()
+                if not np.array_equal(got, want):
+                    t, *where = np.argwhere(got != want)[0]
+                    raise AssertionError(f"chip {c}, layer {layer.name}: state {what} differs first at step {t}, "
+                                         f"index {tuple(where)}: engine {got[(t, *where)]}, reference "
+                                         f"{want[(t, *where)]}")
+        if deployment.layers[-1].readout_neuron == "lif":
+            got = result.spikes["readout"][:, c].numpy().astype(np.int64)
+            assert np.array_equal(got, expected["spikes"]["readout"]), f"chip {c}: readout spikes differ"
         want_logits = np.stack(expected["logits"]).astype(np.float32)
         got_logits = result.logits[c].numpy().astype(np.float32)
         assert got_logits.shape == want_logits.shape
@@ -398,8 +409,12 @@ def test_conv_random_chips(data):
 
 
 @st.composite
-def builtin_cases(draw, name: str, max_in: int, max_out: int, units):
+def builtin_cases(draw, name: str, max_in: int, max_out: int, units, recurrent: bool = False):
+    """A random dense network on built-in profile ``name`` with its own rules; with
+    ``recurrent`` the hidden layers get recurrent weights and every layer a weight shift drawn
+    from the profile's range (steep weights: states saturate or wrap)."""
     profile = load_profile(name)
+    shifts = profile.numerics.weight_shift
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
     sizes = [draw(st.integers(1, max_in))]
     sizes += [draw(st.integers(1, 8)) for _ in range(draw(st.integers(1, 2)))]
@@ -414,6 +429,14 @@ def builtin_cases(draw, name: str, max_in: int, max_out: int, units):
             spec["threshold"] = draw(st.integers(1, 300))
             if profile.is_current_based:  # the chip's synapse decay
                 spec["synapse_decay"] = profile.neuron.synapse_decay
+            if recurrent:
+                w_lo, w_hi = weight_range(profile)
+                spec["recurrent"] = rng.integers(w_lo, w_hi, size=(sizes[i + 1], sizes[i + 1]), endpoint=True)
+        if recurrent and shifts is not None:
+            low = shifts.min if profile.numerics.accumulate == "sum" else max(shifts.min, 0)
+            spec["weight_shift"] = draw(st.integers(low, shifts.max))
+            if not readout:
+                spec["recurrent_shift"] = draw(st.integers(low, shifts.max))
         layers.append(spec)
     deployment = Deployment.from_integers(profile, layers, timesteps=draw(st.integers(1, 4)),
                                           input_shape=(sizes[0],))
@@ -435,6 +458,17 @@ def test_xylo_like(data):
     deployment, x = data.draw(builtin_cases("xylo-like", 16, 8, (0.25, 1.0)))
     assert deployment.layers[0].synapse_decay == 0.75
     compare(deployment, x, chips_for(data.draw, deployment), batch=data.draw(st.integers(0, 3)))
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(data=st.data(), name=st.sampled_from(["xylo-like", "loihi-like", "hardreset-noisy"]))
+def test_recurrent_layers_and_weight_shifts(data, name):
+    """Recurrent hidden layers, weight shifts (left and flooring right), per-source saturation,
+    several spikes per step, delays and the lif readout, on each built-in chip's rules."""
+    deployment, x = data.draw(builtin_cases(name, 10, 5, (0.25, 1.0), recurrent=True))
+    result = compare(deployment, x, chips_for(data.draw, deployment), batch=data.draw(st.integers(0, 3)))
+    if any(int(s.max()) > 1 for s in result.spikes.values()):
+        event("several spikes in a step")
 
 
 @settings(max_examples=examples(10), **SETTINGS)

@@ -240,36 +240,42 @@ def fire(u: Tensor, theta: Tensor | float, max_spikes: int = 1) -> Tensor:
     """Spikes of one step, in ``u``'s dtype: ``[u >= theta]`` (0/1) for ``max_spikes = 1``, else
     the count ``n = min(max_spikes, floor(u / theta))`` for ``u >= theta``, 0 below (a
     subtractive-reset neuron that fires until its potential is under threshold, at most
-    ``max_spikes`` times: xylosim ``XyloIAFNeuron::evolve``). Exact for integral float ``u``
-    and positive integral ``theta`` below 2^24 (float32) / 2^53 (float64)."""
+    ``max_spikes`` times: xylosim ``XyloIAFNeuron::evolve``; a threshold at or below 0 gives
+    ``max_spikes``). Exact for integral float ``u`` and integral ``theta`` below 2^24 (float32)
+    / 2^53 (float64)."""
     if max_spikes == 1:
         return torch.ge(u, theta).to(u.dtype)
+    theta = torch.as_tensor(theta, dtype=u.dtype, device=u.device)
+    divisor = theta.clamp(min=1)
     if not u.is_floating_point():
-        return torch.div(u, theta, rounding_mode="floor").clamp(0, max_spikes)
-    n = torch.floor(u / theta)
-    n = n - (n * theta > u).to(u.dtype) + ((n + 1) * theta <= u).to(u.dtype)  # undo a quotient's rounding
-    return n.clamp(0, max_spikes)
+        n = torch.div(u, divisor, rounding_mode="floor")
+    else:
+        n = torch.floor(u / divisor)
+        n = n - (n * divisor > u).to(u.dtype) + ((n + 1) * divisor <= u).to(u.dtype)  # undo a quotient's rounding
+    # a threshold at or below 0 (noise) never stops the loop: the neuron fires max_spikes times
+    return torch.where(theta > 0, n.clamp(0, max_spikes), torch.ge(u, theta).to(u.dtype) * max_spikes)
 
 
 def add_per_source(state: Tensor, x: Tensor, weight: Tensor, bits: int, overflow: Overflow,
                    observe: Observer | None = None) -> Tensor:
     """``state`` plus each source's contribution ``x[..., j] * weight[:, j]`` in turn, the
     overflow rule applied after each one (xylosim ``deliver_spikes``: ``safe_add`` per weight,
-    sources in index order). ``x`` is ``[..., sources]``, ``weight`` ``[out, sources]`` (already
-    shifted), ``state`` ``[..., out]``.
+    sources in index order). ``x`` is ``[..., batch, sources]``, ``weight`` ``[out, sources]`` or
+    per chip ``[chips, out, sources]`` (already shifted), ``state`` ``[..., batch, out]``.
 
     Wrapping is modular, so the order cannot matter and one sum is exact; a saturating rule
     differs from the sum only where a partial sum leaves the range, so the sources are added one
     by one only when, for some neuron, the state plus all positive (or all negative)
     contributions would leave it. ``observe`` sees each raw value that is fitted."""
-    positive = x.clamp(min=0) @ weight.clamp(min=0).T + x.clamp(max=0) @ weight.clamp(max=0).T
-    negative = x.clamp(min=0) @ weight.clamp(max=0).T + x.clamp(max=0) @ weight.clamp(min=0).T
+    up, down = weight.clamp(min=0).transpose(-1, -2), weight.clamp(max=0).transpose(-1, -2)
+    positive = x.clamp(min=0) @ up + x.clamp(max=0) @ down
+    negative = x.clamp(min=0) @ down + x.clamp(max=0) @ up
     lo, hi = fit_range(bits, overflow)
     if overflow in ("wrap", "wrap_high") or (bool(((state + negative) >= lo).all())
                                               and bool(((state + positive) <= hi).all())):
         return fit_observed(state + positive + negative, bits, overflow, observe)
     for j in range(x.shape[-1]):
-        state = fit_observed(state + x[..., j:j + 1] * weight[:, j], bits, overflow, observe)
+        state = fit_observed(state + x[..., j:j + 1] * weight[..., j].unsqueeze(-2), bits, overflow, observe)
     return state
 
 

@@ -70,12 +70,15 @@ class LayerCounts:
 @dataclass
 class EngineResult:
     """Output of :meth:`IntegerEngine.run`: logits ``[chips, batch, classes]``, the spikes of
-    every layer and step when recorded (``[T, chips, batch, *neurons]``, int8), and counts."""
+    every layer and step when recorded (``[T, chips, batch, *neurons]``, int8 spike counts, a
+    ``lif`` readout included), counts, and when asked the states of every layer and step
+    (``states[name]["v"]``: membrane after the reset, ``["i"]``: synaptic state; int64)."""
 
     logits: Tensor
     counts: dict[str, LayerCounts]
     spikes: dict[str, Tensor] = field(default_factory=dict)
     energy_pj: Tensor | None = None
+    states: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def predictions(self) -> Tensor:
         """Class predictions ``[chips, batch]``."""
@@ -95,9 +98,13 @@ class _Layer:
     """A deployment layer with its per-chip integer parameters resolved (in the state dtype)."""
 
     def __init__(self, layer: LayerDeployment, deployment: Deployment, chips: ChipInstances | None,
-                 n_chips: int, noise_bound: int = 0) -> None:
+                 n_chips: int, noise_bound: int = 0, max_input: int | None = None) -> None:
         num = deployment.profile.numerics
         self.spec = layer
+        self.act_shift = num.activation_shift
+        self.per_source = num.accumulate == "per_source" and layer.synapse_decay is not None
+        if self.per_source and layer.kind != "linear":
+            raise NeurosimError(f"{layer.name}: per-source accumulation runs dense layers only")
         var = chips.layers.get(layer.name) if chips is not None else None
         self.per_chip_weight = var is not None and var.stuck is not None
         if self.per_chip_weight:
@@ -105,18 +112,24 @@ class _Layer:
             stuck_codes = (var.stuck_value * q_max).to(torch.int64)
             weight = layer.weight.to(torch.int64)
             weight = torch.where(var.stuck, stuck_codes, weight.unsqueeze(0).expand(n_chips, *weight.shape))
-            bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()))  # stuck weights included
+            bound = layer.sum_bound(deployment.input_bits, int(weight.abs().max()), max_input)  # stuck weights included
         else:
-            bound = layer.sum_bound(deployment.input_bits, _prepared(layer.weight, "max", _max_abs))
+            bound = layer.sum_bound(deployment.input_bits, _prepared(layer.weight, "max", _max_abs), max_input)
         if bound >= 1 << 63:
             raise NeurosimError(f"{layer.name}: synaptic sums can reach {bound}, beyond 64-bit integers")
         self.sum_dtype = exact_dtype(bound)
+        bound <<= self.act_shift  # the current reaching the state
+        if self.per_source and min(layer.weight_shift, layer.recurrent_shift) < 0:
+            raise NeurosimError(f"{layer.name}: per-source accumulation needs weight shifts >= 0")
         if self.per_chip_weight:
             self.weight = weight.to(self.sum_dtype)
         else:  # converted once per deployment, not per engine or step
             self.weight = _prepared(layer.weight, (self.sum_dtype, layer.kind), _sum_weight)
         membrane = 1 << (num.membrane_bits - 1)
-        if layer.readout:
+        self.recurrent = None
+        if layer.recurrent is not None:  # W_rec in the sum's dtype (spike counts times codes: exact)
+            self.recurrent = layer.recurrent.to(self.sum_dtype)
+        if layer.readout and layer.readout_neuron == "integrator":
             self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
             # decayed state, state plus current (and the wrap's shift by 2^(bits-1)), sum over time
             self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), 2 * membrane + bound,
@@ -148,7 +161,8 @@ class _Layer:
         theta_max = 1 << ((num.threshold_bits or num.membrane_bits) - 1)
         # every intermediate value of a step: decay products, state plus input (plus the wrap's
         # shift by 2^(bits-1)), threshold plus jitter, the initial state
-        values = [membrane * _decay_gain(num.decay), membrane + theta_max + noise_bound, int(v_init.abs().max())]
+        values = [membrane * _decay_gain(num.decay), membrane + theta_max + noise_bound, int(v_init.abs().max()),
+                  membrane * (layer.max_spikes + 1) + theta_max]  # the spike count's checks n * theta
         current = bound
         if self.synapse_decay is not None:
             synapse = 1 << (num.synapse_bits - 1)
@@ -188,8 +202,27 @@ class _Layer:
                                .reshape(steps, batch, *spec.output_shape) for c in range(chips)], 1)
         else:
             out = self._sum(x.flatten(0, 2), self.weight).reshape(steps, sources, batch, *spec.output_shape)
-        out = out.to(self.state_dtype)
-        return out if self.bias is None else out + self.bias
+        return self.to_state(out)
+
+    def to_state(self, total: Tensor, shift: int | None = None) -> Tensor:
+        """A synaptic sum as the current reaching the state: ``shift_sum(total, weight_shift) <<
+        activation_shift`` in the state dtype (the recurrent sum passes its own ``shift``)."""
+        shift = self.spec.weight_shift if shift is None else shift
+        total = fp.shift_sum(total, shift).to(self.state_dtype)
+        return total * (1 << self.act_shift) if self.act_shift else total
+
+    def source_weights(self, recurrent: bool = False) -> Tensor:
+        """Weights ``[out, sources]`` (``[chips, out, sources]`` with per-chip stuck weights) with
+        their shift and the activation shift applied, for per-source accumulation."""
+        if recurrent:
+            weight, shift = self.recurrent, self.spec.recurrent_shift
+        else:
+            weight, shift = self.weight, self.spec.weight_shift  # [out, in], or per chip [chips, out, in]
+        return weight.to(self.state_dtype) * float(1 << (shift + self.act_shift))
+
+    def recurrent_current(self, spikes: Tensor) -> Tensor:
+        """``W_rec s[t-1]`` as a current ``[chips, batch, out]`` for spike counts ``[chips, batch, out]``."""
+        return self.to_state(spikes.to(self.sum_dtype) @ self.recurrent.T, self.spec.recurrent_shift)
 
     def _sum(self, x: Tensor, weight: Tensor) -> Tensor:
         spec, dtype = self.spec, self.sum_dtype
@@ -211,15 +244,15 @@ class _Layer:
                                   spec.stride, spec.padding, binary)
 
 
-def _events(raw: Tensor, bits: int) -> Tensor | float:
+def _events(raw: Tensor, bits: int, overflow: str = "saturate") -> Tensor | float:
     """Saturation or wrap events per chip of states ``raw`` ``[chips, ...]`` before they are fit
     to ``bits`` (:func:`~neurosim.device.fixedpoint.out_of_range`); one min/max first, since a
     step usually has none."""
-    lo, hi = fp.int_range(bits)
+    lo, hi = fp.fit_range(bits, overflow)
     smallest, largest = torch.aminmax(raw)
     if lo <= smallest.item() and largest.item() <= hi:
         return 0.0
-    return fp.out_of_range(raw, bits).flatten(1).sum(-1).to(torch.float64)
+    return fp.out_of_range(raw, bits, overflow).flatten(1).sum(-1).to(torch.float64)
 
 
 _PREPARED: dict[int, tuple[weakref.ref, int, dict]] = {}
@@ -299,6 +332,17 @@ def _coverage(size: tuple[int, int], k: int, stride: int, padding: int) -> Tenso
                               output_padding=extra)[0, 0]
 
 
+def _delayed(signal: Tensor, delay: int, steps: int) -> Tensor:
+    """Inputs ``[L, P, batch, *in]`` as a layer with a synaptic ``delay`` receives them: step t
+    gets step t - delay, zeros before (a static input, L = 1, is expanded over the steps)."""
+    if not delay:
+        return signal
+    if signal.shape[0] == 1:
+        signal = signal.expand(steps, *signal.shape[1:])
+    zeros = signal.new_zeros((min(delay, steps), *signal.shape[1:]))
+    return torch.cat([zeros, signal[:max(steps - delay, 0)]])
+
+
 def check_input(x: Tensor, deployment: Deployment) -> bool:
     """True if ``x`` is frames ``[batch, T, *input_shape]`` with T the deployment's timesteps,
     False if it is static input ``[batch, *input_shape]``; any other shape is a NeurosimError."""
@@ -318,7 +362,9 @@ def _concatenate(parts: list[EngineResult]) -> EngineResult:
               for name in parts[0].counts}
     spikes = {name: torch.cat([p.spikes[name] for p in parts], 1) for name in parts[0].spikes}
     energy = None if parts[0].energy_pj is None else torch.cat([p.energy_pj for p in parts])
-    return EngineResult(torch.cat([p.logits for p in parts]), counts, spikes, energy)
+    states = {name: {what: torch.cat([p.states[name][what] for p in parts], 1) for what in parts[0].states[name]}
+              for name in parts[0].states}
+    return EngineResult(torch.cat([p.logits for p in parts]), counts, spikes, energy, states)
 
 
 def estimate_energy(energy, spikes: Tensor, synaptic_ops: Tensor, neuron_updates: Tensor) -> Tensor | None:
@@ -354,8 +400,10 @@ class IntegerEngine:
         self.chips = chips
         self.n_chips = len(chips) if chips is not None else 1
         self.noise = DynamicNoise(self.profile, chips.seed, chips.indices) if chips is not None and noise else None
-        self.layers = [_Layer(layer, deployment, chips, self.n_chips, self._noise_bound(layer))
-                       for layer in deployment.layers]
+        self.layers: list[_Layer] = []
+        for i, layer in enumerate(deployment.layers):  # inputs of later layers: spike counts
+            max_input = deployment.layers[i - 1].max_spikes if i else None
+            self.layers.append(_Layer(layer, deployment, chips, self.n_chips, self._noise_bound(layer), max_input))
         self.block = block or self._block_size()
         self._blocks: list[IntegerEngine] | None = None
 
@@ -380,7 +428,7 @@ class IntegerEngine:
     def _noise_bound(self, layer: LayerDeployment) -> int:
         """Largest dynamic noise (thermal plus threshold jitter) in the layer's state units that
         the state dtype must hold (:data:`NOISE_SIGMAS` sigmas)."""
-        if self.noise is None or layer.readout:
+        if self.noise is None or (layer.readout and layer.readout_neuron == "integrator"):
             return 0
         total = 0.0
         for kind in ("thermal", "v_threshold"):
@@ -404,73 +452,144 @@ class IntegerEngine:
         return fp.quantize(x, first.input_step, bits)
 
     @torch.no_grad()
-    def run(self, x: Tensor, batch: int = 0, record: bool = False) -> EngineResult:
+    def run(self, x: Tensor, batch: int = 0, record: bool = False, record_states: bool = False) -> EngineResult:
         """Integer inference of inputs ``x`` in [0, 1]: ``[batch, *input_shape]`` repeated over the
         time steps, or frames ``[batch, T, *input_shape]`` (``T`` = the deployment's timesteps, one
         frame per step, each encoded by the same input rule); ``batch`` keys the dynamic noise
-        (same as the training forward's)."""
+        (same as the training forward's). ``record``: keep every layer's spikes;
+        ``record_states``: keep every layer's membrane (after the reset) and synaptic state."""
         if self.blocks:
-            return _concatenate([engine.run(x, batch, record) for engine in self.blocks])
-        deployment = self.deployment
-        steps = deployment.timesteps
-        frames = check_input(x, deployment)
-        codes = self.encode(x)
+            return _concatenate([engine.run(x, batch, record, record_states) for engine in self.blocks])
+        frames = check_input(x, self.deployment)
+        return self._run_codes(self.encode(x), frames, batch, record, record_states)
+
+    @torch.no_grad()
+    def run_codes(self, codes: Tensor, batch: int = 0, record: bool = False,
+                  record_states: bool = False) -> EngineResult:
+        """Like :meth:`run` for integer input codes given as frames ``[batch, T, *input_shape]``,
+        used as they are (spikes 0/1, event counts, or codes of another tool), within
+        ``input_bits``."""
+        if not check_input(codes, self.deployment):
+            raise NeurosimError(f"input codes of shape {tuple(codes.shape)}: expected frames [batch, "
+                                f"{self.deployment.timesteps}, {', '.join(map(str, self.deployment.input_shape))}]")
+        if codes.is_floating_point() and not bool((codes == codes.round()).all()):
+            raise NeurosimError("input codes must be integers")
+        codes = codes.to(torch.int64)
+        lo, hi = fp.int_range(self.deployment.input_bits)
+        if codes.numel() and (int(codes.min()) < lo or int(codes.max()) > hi):
+            raise NeurosimError(f"input codes outside input_bits = {self.deployment.input_bits} ([{lo}, {hi}])")
+        if self.blocks:
+            return _concatenate([engine.run_codes(codes, batch, record, record_states) for engine in self.blocks])
+        return self._run_codes(codes, True, batch, record, record_states)
+
+    def _run_codes(self, codes: Tensor, frames: bool, batch: int, record: bool, record_states: bool) -> EngineResult:
+        steps = self.deployment.timesteps
         # [L, 1, batch, *in]: one step shared by all steps and chips (static input), or T frames
         signal = codes.transpose(0, 1).unsqueeze(1) if frames else codes.unsqueeze(0).unsqueeze(0)
-        counts: dict[str, LayerCounts] = {}
-        spikes_out: dict[str, Tensor] = {}
+        result = EngineResult(torch.empty(0), {}, {})
         for i, layer in enumerate(self.layers[:-1]):
-            signal = self._spiking_layer(layer, signal, steps, batch, counts, spikes_out, record, binary=i > 0)
-        logits = self._readout(self.layers[-1], signal, steps, counts, binary=len(self.layers) > 1)
-        result = EngineResult(logits, counts, spikes_out)
-        result.energy_pj = self.energy(counts)
+            signal = self._neurons(layer, signal, steps, batch, result, record, record_states, binary=i > 0)
+        last, binary = self.layers[-1], len(self.layers) > 1
+        if last.spec.readout_neuron == "lif":
+            total = self._neurons(last, signal, steps, batch, result, record, record_states, binary, readout=True)
+            result.logits = total.to(torch.float32) / steps * last.spec.unit
+        else:
+            result.logits = self._readout(last, signal, steps, result, binary, record_states)
+        result.energy_pj = self.energy(result.counts)
         return result
 
-    def _spiking_layer(self, layer: _Layer, signal: Tensor, steps: int, batch: int, counts: dict[str, LayerCounts],
-                       spikes_out: dict[str, Tensor], record: bool, binary: bool) -> Tensor:
-        """The spikes ``[T, chips, batch, *out]`` (after pooling; 0/1 floats) of a layer for inputs
-        ``[L, P, batch, *in]`` (L = 1: the same input every step; ``binary``: the inputs are the
-        previous layer's spikes)."""
+    def _neurons(self, layer: _Layer, signal: Tensor, steps: int, batch: int, result: EngineResult, record: bool,
+                 record_states: bool, binary: bool, readout: bool = False) -> Tensor:
+        """Run a layer of spiking neurons (DESIGN.md §2 with the profile's rules, module doc) on
+        inputs ``[L, P, batch, *in]`` (L = 1: the same input every step; ``binary``: the inputs
+        are the previous layer's spikes). Returns the spikes ``[T, chips, batch, *out]`` (counts,
+        after pooling), or for a readout the sum over time of its membrane."""
         spec, num = layer.spec, self.numerics
         chips, dtype = self.n_chips, layer.state_dtype
-        currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, *out]
+        signal = _delayed(signal, spec.delay, steps)
         batch_size = signal.shape[2]
         shape = (chips, batch_size, *spec.output_shape)
         ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
                         torch.full((chips,), float(steps * batch_size * math.prod(spec.output_shape)),
                                    dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        syn_bits, syn_overflow = num.synapse_bits, num.synapse_overflow or num.overflow
+        mem_bits, mem_overflow = num.membrane_bits, num.overflow
+
+        def synapse_events(raw: Tensor) -> None:
+            c.saturations += _events(raw, syn_bits, syn_overflow)
+
+        def membrane_events(raw: Tensor) -> None:
+            c.saturations += _events(raw, mem_bits, mem_overflow)
+
+        add_first = num.synapse_update == "add_then_decay"
+        currents = None if layer.per_source else layer.currents_over_time(signal)  # [L, 1 | chips, batch, *out]
+        bias = layer.bias
+        if bias is not None and layer.synapse_decay is None and num.membrane_update == "sum":
+            currents, bias = currents + bias, None  # the same integers, added once for all steps
+        if layer.per_source:
+            source_weight = layer.source_weights()
+            recurrent_weight = None if layer.recurrent is None else layer.source_weights(recurrent=True)
         v = torch.zeros(shape, dtype=dtype) + layer.v_init
         i_syn = torch.zeros(shape, dtype=dtype) if layer.synapse_decay is not None else None
         refractory = torch.zeros(shape, dtype=dtype) if spec.refractory else None
         theta, v_reset = layer.threshold, layer.v_reset
         zero_reset = v_reset.dim() == 0 and not bool(v_reset)
         spikes = torch.empty((steps, *shape), dtype=dtype)
+        previous = torch.zeros(shape, dtype=dtype) if layer.recurrent is not None else None
+        total = torch.zeros(shape, dtype=dtype) if readout else None
+        traces = {"v": torch.empty((steps, *shape), dtype=torch.int64)} if record_states else None
+        if traces is not None and i_syn is not None:
+            traces["i"] = torch.empty((steps, *shape), dtype=torch.int64)
         for t in range(steps):
-            current = currents[t if currents.shape[0] > 1 else 0]
-            if i_syn is not None:
-                raw = layer.synapse_decay(i_syn) + current
-                c.saturations += _events(raw, num.synapse_bits)
-                i_syn = fp.fit_to_bits(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
+            if layer.per_source:  # each source's weights in turn, saturating after each (xylosim)
+                x = signal[t if signal.shape[0] > 1 else 0].flatten(2).to(dtype)  # [P, batch, in]
+                state = i_syn if add_first else layer.synapse_decay(i_syn)
+                state = fp.add_per_source(state, x, source_weight, syn_bits, syn_overflow, synapse_events)
+                if previous is not None:
+                    state = fp.add_per_source(state, previous, recurrent_weight, syn_bits, syn_overflow,
+                                              synapse_events)
+                i_syn = layer.synapse_decay(state) if add_first else state
                 current = i_syn
-            raw = layer.decay(v) + current
+            else:
+                current = currents[t if currents.shape[0] > 1 else 0]
+                if previous is not None:
+                    current = current + layer.recurrent_current(previous)
+                if i_syn is not None:
+                    if add_first:
+                        i_syn = layer.synapse_decay(fp.fit_observed(i_syn + current, syn_bits, syn_overflow,
+                                                                    synapse_events))
+                    else:
+                        i_syn = fp.fit_observed(layer.synapse_decay(i_syn) + current, syn_bits, syn_overflow,
+                                                synapse_events)
+                    current = i_syn
             noise = self._noise("thermal", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if noise is not None:
-                raw = raw + noise
-            c.saturations += _events(raw, num.membrane_bits)
-            u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
+                current = current + noise
+            if num.membrane_update == "increment":
+                u = fp.membrane_increment(v, layer.decay(v), current, bias, mem_bits, mem_overflow,
+                                          membrane_events)
+            else:
+                raw = layer.decay(v) + current
+                if bias is not None:
+                    raw = raw + bias
+                u = fp.fit_observed(raw, mem_bits, mem_overflow, membrane_events)
             step_theta = theta
             jitter = self._noise("v_threshold", spec, t, (batch_size, *spec.output_shape), batch, dtype)
             if jitter is not None:
                 step_theta = theta + jitter
-            s = torch.ge(u, step_theta, out=spikes[t])  # 0/1 in the state dtype
+            s = spikes[t]
+            if spec.max_spikes == 1:
+                torch.ge(u, step_theta, out=s)  # 0/1 in the state dtype
+            else:
+                s.copy_(fp.fire(u, step_theta, spec.max_spikes))
             if refractory is not None:
                 resting = refractory > 0
                 s.masked_fill_(resting, 0)
                 u = torch.where(resting, v, u)
             if layer.alive is not None:
                 s.mul_(layer.alive)
-            if spec.reset == "soft":
+            if spec.reset == "soft" or readout:
                 v = u - step_theta * s
             elif zero_reset:
                 v = u - u * s
@@ -478,10 +597,24 @@ class IntegerEngine:
                 v = u - (u - v_reset) * s
             if refractory is not None:
                 refractory = torch.where(s > 0, float(spec.refractory), (refractory - 1).clamp(min=0))
+            if previous is not None:
+                previous = s
+            if total is not None:
+                total = total + v
+            if traces is not None:
+                traces["v"][t] = v
+                if i_syn is not None:
+                    traces["i"][t] = i_syn
         c.spikes += count(spikes.transpose(0, 1).flatten(3))  # [chips, T, batch, neurons]
-        counts[spec.name] = c
+        if layer.recurrent is not None and steps > 1:  # each spike of steps 0..T-2 reaches every row
+            c.synaptic_ops += count(spikes[:-1].transpose(0, 1).flatten(3)) * spec.recurrent.shape[0]
+        result.counts[spec.name] = c
         if record:
-            spikes_out[spec.name] = spikes.to(torch.int8)
+            result.spikes[spec.name] = spikes.to(torch.int8)
+        if traces is not None:
+            result.states[spec.name] = traces
+        if readout:
+            return total
         if spec.pool:
             pooled = F.max_pool2d(spikes.flatten(0, 2).to(torch.float32), spec.pool)
             spikes = pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
@@ -497,11 +630,16 @@ class IntegerEngine:
             drawn = self.noise.draw(kind, spec.name, step, shape, batch)
         return None if drawn is None else torch.round(drawn / spec.unit).to(torch.int64).to(dtype)
 
-    def _readout(self, layer: _Layer, signal: Tensor, steps: int, counts: dict[str, LayerCounts],
-                 binary: bool) -> Tensor:
+    def _readout(self, layer: _Layer, signal: Tensor, steps: int, result: EngineResult, binary: bool,
+                 record_states: bool) -> Tensor:
+        """The integrating readout (DESIGN.md §2): ``u = fit(decay(u) + W x + b)``; logits = the
+        mean of ``u`` over time, in float units."""
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
+        signal = _delayed(signal, spec.delay, steps)
         currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
+        if layer.bias is not None:
+            currents = currents + layer.bias
         ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
                         torch.full((chips,), float(steps * currents.shape[2] * currents.shape[3]),
@@ -509,12 +647,17 @@ class IntegerEngine:
         shape = (chips, *currents.shape[2:])
         u = torch.zeros(shape, dtype=layer.state_dtype)
         total = torch.zeros(shape, dtype=layer.state_dtype)
+        trace = torch.empty((steps, *shape), dtype=torch.int64) if record_states else None
         for t in range(steps):
             raw = layer.decay(u) + currents[t if currents.shape[0] > 1 else 0]
-            c.saturations += _events(raw, num.membrane_bits)
+            c.saturations += _events(raw, num.membrane_bits, num.overflow)
             u = fp.fit_to_bits(raw, num.membrane_bits, num.overflow)
             total = total + u
-        counts[spec.name] = c
+            if trace is not None:
+                trace[t] = u
+        result.counts[spec.name] = c
+        if trace is not None:
+            result.states[spec.name] = {"v": trace}
         return total.to(torch.float32) / steps * spec.unit
 
     def energy(self, counts: dict[str, LayerCounts]) -> Tensor | None:

@@ -57,19 +57,37 @@ def wrap(value: int, bits: int) -> int:
     return (value - lo) % (2 ** bits) + lo
 
 
+def held_range(bits: int, overflow: str) -> tuple[int, int]:
+    """The values a ``bits``-bit state holds: the two's-complement range, except
+    ``saturate_symmetric`` (lowest value left out) and ``wrap_high`` (range moved up by one)."""
+    lo, hi = int_range(bits)
+    if overflow == "saturate_symmetric":
+        return lo + 1, hi
+    if overflow == "wrap_high":
+        return lo + 1, hi + 1
+    return lo, hi
+
+
 def fit(value: int, bits: int, overflow: str) -> int:
-    """The profile's overflow rule at ``bits`` bits."""
-    if overflow == "saturate":
-        return saturate(value, bits)
-    if overflow == "wrap":
-        return wrap(value, bits)
+    """The profile's overflow rule at ``bits`` bits: clamp into the held range (``saturate``,
+    ``saturate_symmetric``) or wrap modulo ``2^bits`` into it (``wrap``, ``wrap_high``)."""
+    lo, hi = held_range(bits, overflow)
+    if overflow in ("saturate", "saturate_symmetric"):
+        return min(max(value, lo), hi)
+    if overflow in ("wrap", "wrap_high"):
+        return (value - lo) % (2 ** bits) + lo
     raise ValueError(f"unknown overflow rule {overflow!r}")
 
 
-def out_of_range(value: int, bits: int) -> bool:
+def out_of_range(value: int, bits: int, overflow: str = "saturate") -> bool:
     """True if a ``bits``-bit state cannot hold ``value`` (a saturation or wrap event)."""
-    lo, hi = int_range(bits)
+    lo, hi = held_range(bits, overflow)
     return value < lo or value > hi
+
+
+def shifted(value: int, shift: int) -> int:
+    """``value << shift``, or ``value >> -shift`` (floor) for a negative shift."""
+    return value << shift if shift >= 0 else value >> -shift
 
 
 def shift_right(value: int, k: int, rounding: str) -> int:
@@ -186,10 +204,11 @@ class _ChipLayer:
                 code = int(var.stuck_value[position][index].item()) * w_max
             self.weight[index] = code
         self.bias = None if layer.bias is None else [int(b) for b in layer.bias.tolist()]
+        self.recurrent = None if layer.recurrent is None else [[int(w) for w in row] for row in layer.recurrent.tolist()]
 
         self.neurons = list(np.ndindex(*layer.output_shape))
         self.unit = {n: unit_of(layer, n) for n in self.neurons}
-        if layer.readout:  # a plain integrator: nominal decay, no variation, no noise, no faults
+        if layer.readout and layer.readout_neuron == "integrator":  # nominal decay, no variation, noise, faults
             decay = Decay(f32(layer.beta), num.decay)
             self.decay = {n: decay for n in self.neurons}
             return
@@ -218,10 +237,32 @@ class _ChipLayer:
             self.v_init[n] = round_half_even(real(layer.v_init) / unit)
             self.dead[n] = var is not None and var.dead is not None and bool(var.dead[position][n])
 
+    def contributions(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int) -> list[int]:
+        """Neuron ``n``'s synaptic input from each source in turn (dense layers): input ``j``
+        gives ``x_j * (w_nj << (weight_shift + act_shift))``, then recurrent source ``k`` gives
+        ``s_k[t-1] * (w_rec_nk << (recurrent_shift + act_shift))`` (xylosim's delivery order)."""
+        layer, o = self.layer, n[0]
+        flat = x.reshape(-1)
+        out = [int(flat[j]) * (self.weight[o, j] << (layer.weight_shift + act_shift)) for j in range(len(flat))]
+        if self.recurrent is not None:
+            out += [int(previous[k]) * (self.recurrent[o][k] << (layer.recurrent_shift + act_shift))
+                    for k in range(len(self.recurrent[o]))]
+        return out
+
+    def synaptic_input(self, x: np.ndarray, previous: np.ndarray | None, n: tuple[int, ...], act_shift: int) -> int:
+        """Neuron ``n``'s synaptic input as one sum: ``(shift(W x, weight_shift) +
+        shift(W_rec s[t-1], recurrent_shift)) << act_shift`` (no bias)."""
+        layer = self.layer
+        total = shifted(self.current(x, n), layer.weight_shift)
+        if self.recurrent is not None:
+            rec = sum(self.recurrent[n[0]][k] * int(previous[k]) for k in range(len(self.recurrent[n[0]])))
+            total += shifted(rec, layer.recurrent_shift)
+        return total << act_shift
+
     def current(self, x: np.ndarray, n: tuple[int, ...]) -> int:
-        """Integer input current of neuron ``n`` for the integer input ``x`` of one sample:
-        weights times inputs plus bias (a convolution is a cross-correlation with the layer's
-        stride and zero padding)."""
+        """The plain synaptic sum of neuron ``n`` for the integer input ``x`` of one sample:
+        weights times inputs (a convolution is a cross-correlation with the layer's stride and
+        zero padding)."""
         layer, w = self.layer, self.weight
         total = 0
         if layer.kind == "linear":
@@ -240,8 +281,6 @@ class _ChipLayer:
                         col = xx * layer.stride + dx - layer.padding
                         if 0 <= row < height and 0 <= col < width:  # outside: zero padding
                             total += w[o, c, dy, dx] * int(x[c, row, col])
-        if self.bias is not None:
-            total += self.bias[n[0]]
         return total
 
 
@@ -282,8 +321,10 @@ def reference_run(deployment: Deployment, x: Any, chips: ChipInstances | None = 
     turns it off.
 
     Returns ``{"logits": [per sample: float32 array of classes], "spikes": {layer name: int
-    array [T, batch, *neurons]}, "saturations": {layer name: int}}`` (saturations: states that
-    left their bit width, membrane and synapse, counted as the engine does).
+    array [T, batch, *neurons]}, "saturations": {layer name: int}, "states": {layer name:
+    {"v": membrane after the reset, "i": synaptic state} as int arrays [T, batch, *neurons]}}``
+    (saturations: states that left their bit width, membrane and synapse, counted as the engine
+    does).
     """
     profile, num = deployment.profile, deployment.profile.numerics
     steps = deployment.timesteps
@@ -299,75 +340,153 @@ def reference_run(deployment: Deployment, x: Any, chips: ChipInstances | None = 
         inputs = [codes] * steps
     spikes_out: dict[str, np.ndarray] = {}
     saturations: dict[str, int] = {}
+    states: dict[str, dict[str, np.ndarray]] = {}
 
     for layer in deployment.layers[:-1]:
-        chip = _ChipLayer(layer, deployment, chips, chip_position)
-        shape = tuple(layer.output_shape)
-        v = {(b, n): chip.v_init[n] for b in range(samples) for n in chip.neurons}
-        i_syn = {(b, n): 0 for b in range(samples) for n in chip.neurons}
-        rest = {(b, n): 0 for b in range(samples) for n in chip.neurons}
-        spikes = np.zeros((steps, samples, *shape), dtype=np.int64)
-        events = 0
-        outputs = []
-        for t in range(steps):
-            thermal = _draw(source, "thermal", layer, t, samples, batch, chip_position)
-            jitter = _draw(source, "v_threshold", layer, t, samples, batch, chip_position)
-            if jitter is not None and source.spec("v_threshold").relative:
-                jitter = jitter * f32(abs(profile.neuron.v_threshold))
-            for b in range(samples):
-                for n in chip.neurons:
-                    unit = chip.unit[n]
-                    current = chip.current(inputs[t][b], n)
-                    if layer.synapse_decay is not None:  # current-based synapse
-                        raw = chip.synapse_decay[n](i_syn[b, n]) + current
-                        events += out_of_range(raw, num.synapse_bits)
-                        i_syn[b, n] = fit(raw, num.synapse_bits, num.synapse_overflow or num.overflow)
-                        current = i_syn[b, n]
-                    raw = chip.decay[n](v[b, n]) + current
-                    if thermal is not None:
-                        raw += round_half_even(thermal[(b, *n)] / unit)
-                    events += out_of_range(raw, num.membrane_bits)
-                    u = fit(raw, num.membrane_bits, num.overflow)
-                    theta = chip.theta[n]
-                    if jitter is not None:
-                        theta += round_half_even(jitter[(b, *n)] / unit)
-                    s = 1 if u >= theta else 0
-                    if rest[b, n] > 0:  # refractory: no spike, the state is held
-                        s = 0
-                        u = v[b, n]
-                    if chip.dead[n]:
-                        s = 0
-                    if layer.reset == "hard":
-                        v[b, n] = chip.v_reset[n] if s else u
-                    else:
-                        v[b, n] = u - theta * s
-                    rest[b, n] = layer.refractory if s else max(rest[b, n] - 1, 0)
-                    spikes[(t, b, *n)] = s
-            out = spikes[t]
-            if layer.pool:
-                out = np.stack([max_pool(out[b], layer.pool) for b in range(samples)])
-            outputs.append(out)
-        spikes_out[layer.name] = spikes
-        saturations[layer.name] = events
-        inputs = outputs
+        inputs = _run_neurons(layer, deployment, chips, chip_position, source, batch, inputs, samples,
+                              spikes_out, saturations, states)
 
     readout = deployment.layers[-1]
+    if readout.readout_neuron == "lif":
+        totals = _run_neurons(readout, deployment, chips, chip_position, source, batch, inputs, samples,
+                              spikes_out, saturations, states)
+        chip = _ChipLayer(readout, deployment, chips, chip_position)
+        logits = [np.array([f32(totals[b, n]) / f32(steps) * chip.unit[n] for n in chip.neurons], dtype=np.float32)
+                  for b in range(samples)]
+        return {"logits": logits, "spikes": spikes_out, "saturations": saturations, "states": states}
     chip = _ChipLayer(readout, deployment, chips, chip_position)
+    inputs = _delayed(inputs, readout.delay)
     logits = []
     events = 0
+    trace = np.zeros((steps, samples, *readout.output_shape), dtype=np.int64)
     for b in range(samples):
         values = []
         for n in chip.neurons:
             u = total = 0
             for t in range(steps):
-                raw = chip.decay[n](u) + chip.current(inputs[t][b], n)
-                events += out_of_range(raw, num.membrane_bits)
+                current = chip.synaptic_input(inputs[t][b], None, n, num.activation_shift)
+                if chip.bias is not None:
+                    current += chip.bias[n[0]]
+                raw = chip.decay[n](u) + current
+                events += out_of_range(raw, num.membrane_bits, num.overflow)
                 u = fit(raw, num.membrane_bits, num.overflow)
                 total += u
+                trace[(t, b, *n)] = u
             values.append(f32(total) / f32(steps) * chip.unit[n])
         logits.append(np.array(values, dtype=np.float32))
     saturations[readout.name] = events
-    return {"logits": logits, "spikes": spikes_out, "saturations": saturations}
+    states[readout.name] = {"v": trace}
+    return {"logits": logits, "spikes": spikes_out, "saturations": saturations, "states": states}
+
+
+def _delayed(inputs: list[np.ndarray], delay: int) -> list[np.ndarray]:
+    """Per-step inputs as a layer with a synaptic ``delay`` receives them (zeros first)."""
+    if not delay:
+        return inputs
+    steps = len(inputs)
+    return [np.zeros_like(inputs[0])] * min(delay, steps) + inputs[:max(steps - delay, 0)]
+
+
+def _fire(u: int, theta: int, max_spikes: int) -> int:
+    """Spikes of one step: ``u >= theta`` (one spike), or with ``max_spikes > 1`` xylosim's loop:
+    while ``u >= theta`` and fewer than ``max_spikes``, fire and take ``theta`` off."""
+    if max_spikes == 1:
+        return 1 if u >= theta else 0
+    n = 0
+    while u >= theta and n < max_spikes:
+        n += 1
+        u -= theta
+    return n
+
+
+def _run_neurons(layer: LayerDeployment, deployment: Deployment, chips: ChipInstances | None, position: int,
+                 source: DynamicNoise | None, batch: int, inputs: list[np.ndarray], samples: int,
+                 spikes_out: dict[str, np.ndarray], saturations: dict[str, int],
+                 states: dict[str, dict[str, np.ndarray]]) -> Any:
+    """One layer of spiking neurons (a hidden layer, or a ``lif`` readout) neuron by neuron;
+    returns the per-step outputs (pooled spikes), or for the readout the sum of its membrane
+    over time per (sample, neuron)."""
+    profile, num = deployment.profile, deployment.profile.numerics
+    steps = deployment.timesteps
+    chip = _ChipLayer(layer, deployment, chips, position)
+    inputs = _delayed(inputs, layer.delay)
+    shape = tuple(layer.output_shape)
+    v = {(b, n): chip.v_init[n] for b in range(samples) for n in chip.neurons}
+    i_syn = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+    rest = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+    totals = {(b, n): 0 for b in range(samples) for n in chip.neurons}
+    spikes = np.zeros((steps, samples, *shape), dtype=np.int64)
+    trace_v = np.zeros((steps, samples, *shape), dtype=np.int64)
+    trace_i = np.zeros((steps, samples, *shape), dtype=np.int64)
+    syn_bits, syn_overflow = num.synapse_bits, num.synapse_overflow or num.overflow
+    mem_bits, mem_overflow = num.membrane_bits, num.overflow
+    per_source = num.accumulate == "per_source" and layer.synapse_decay is not None
+    add_first = num.synapse_update == "add_then_decay"
+    events = 0
+
+    def fitted(value: int, bits: int, overflow: str) -> int:
+        nonlocal events
+        events += out_of_range(value, bits, overflow)
+        return fit(value, bits, overflow)
+
+    outputs = []
+    for t in range(steps):
+        thermal = _draw(source, "thermal", layer, t, samples, batch, position)
+        jitter = _draw(source, "v_threshold", layer, t, samples, batch, position)
+        if jitter is not None and source.spec("v_threshold").relative:
+            jitter = jitter * f32(abs(profile.neuron.v_threshold))
+        for b in range(samples):
+            previous = None if chip.recurrent is None else spikes[t - 1, b] if t else np.zeros(shape, dtype=np.int64)
+            for n in chip.neurons:
+                unit = chip.unit[n]
+                if layer.synapse_decay is not None:  # current-based synapse
+                    state = i_syn[b, n] if add_first else chip.synapse_decay[n](i_syn[b, n])
+                    if per_source:  # each source in turn, the overflow rule after each
+                        for c in chip.contributions(inputs[t][b], previous, n, num.activation_shift):
+                            state = fitted(state + c, syn_bits, syn_overflow)
+                    else:
+                        state = fitted(state + chip.synaptic_input(inputs[t][b], previous, n, num.activation_shift),
+                                       syn_bits, syn_overflow)
+                    i_syn[b, n] = chip.synapse_decay[n](state) if add_first else state
+                    current = i_syn[b, n]
+                else:
+                    current = chip.synaptic_input(inputs[t][b], previous, n, num.activation_shift)
+                if thermal is not None:
+                    current += round_half_even(thermal[(b, *n)] / unit)
+                bias = 0 if chip.bias is None else chip.bias[n[0]]
+                if num.membrane_update == "increment":  # xylosim: dv, then dv + bias, then v + dv
+                    dv = fitted(chip.decay[n](v[b, n]) - v[b, n] + current, mem_bits, mem_overflow)
+                    if chip.bias is not None:
+                        dv = fitted(dv + bias, mem_bits, mem_overflow)
+                    u = fitted(v[b, n] + dv, mem_bits, mem_overflow)
+                else:
+                    u = fitted(chip.decay[n](v[b, n]) + current + bias, mem_bits, mem_overflow)
+                theta = chip.theta[n]
+                if jitter is not None:
+                    theta += round_half_even(jitter[(b, *n)] / unit)
+                s = _fire(u, theta, layer.max_spikes)
+                if rest[b, n] > 0:  # refractory: no spike, the state is held
+                    s = 0
+                    u = v[b, n]
+                if chip.dead[n]:
+                    s = 0
+                if layer.reset == "hard" and not layer.readout:
+                    v[b, n] = chip.v_reset[n] if s else u
+                else:
+                    v[b, n] = u - theta * s
+                rest[b, n] = layer.refractory if s else max(rest[b, n] - 1, 0)
+                spikes[(t, b, *n)] = s
+                totals[b, n] += v[b, n]
+                trace_v[(t, b, *n)] = v[b, n]
+                trace_i[(t, b, *n)] = i_syn[b, n]
+        out = spikes[t]
+        if layer.pool:
+            out = np.stack([max_pool(out[b], layer.pool) for b in range(samples)])
+        outputs.append(out)
+    spikes_out[layer.name] = spikes
+    saturations[layer.name] = events
+    states[layer.name] = {"v": trace_v} if layer.synapse_decay is None else {"v": trace_v, "i": trace_i}
+    return totals if layer.readout else outputs
 
 
 def _draw(source: DynamicNoise | None, kind: str, layer: LayerDeployment, step: int, samples: int,
