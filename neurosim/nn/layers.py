@@ -253,7 +253,8 @@ class Readout(nn.Module):
     integrator ``u[t] = beta u[t-1] + W x[t] + b``. On a chip whose readout is ``lif`` it is a
     neuron of the chip's model (:func:`~neurosim.nn.neuron.lif_step` with the chip's step rules,
     the current-based synapse ``synapse_decay``, ``threshold``, soft reset, the readout's
-    ``max_spikes``) and the mean is over its membrane after the reset. On a fixed-point chip the
+    ``max_spikes``; the chip's variation, noise and dead neurons as for a hidden layer) and the
+    mean is over its membrane after the reset. On a fixed-point chip the
     states are held in the chip's formats. ``threshold`` and ``synapse_decay`` are plain
     attributes (set by the builder from the model's neuron options), not checkpoint state.
     """
@@ -314,9 +315,16 @@ class Readout(nn.Module):
         total = torch.zeros_like(v)
         spikes = []
         per_source = rules.accumulate == "per_source"
+        shape = tuple(currents.shape[1:])
         for t, current in enumerate(currents.unbind(0)):
             drive = Sources(inputs[t], weight) if per_source else current
-            s, state, _ = lif_step(state, drive, p, _READOUT_SURROGATE, device.arithmetic, None, None, bias)
+            noise = device.noise(t, shape) if device.noise else None
+            step_p = p
+            jitter = device.threshold_noise(t, shape) if device.threshold_noise is not None else None
+            if jitter is not None:
+                step_p = p._replace(threshold=p.threshold + jitter)
+            s, state, _ = lif_step(state, drive, step_p, _READOUT_SURROGATE, device.arithmetic, noise, device.dead,
+                                   bias)
             spikes.append(s)
             total = total + state.v
         self.recorded_spikes = torch.stack(spikes).detach() if self.record else None
