@@ -207,7 +207,8 @@ class SpikingBlock(nn.Module):
         computed once and repeated. The chip's step rules (:class:`~neurosim.nn.neuron.LayerRules`)
         delay the input, keep the bias on the membrane and deliver per source where it says so."""
         rules = device.rules(self.name) if device is not None else LayerRules()
-        per_source = rules.accumulate == "per_source"
+        # per source: into a synaptic state (a neuron without one takes the whole sum, as the engine)
+        per_source = rules.accumulate == "per_source" and self.node.synapse_decay is not None
         if per_source and not isinstance(self.synapse, nn.Linear):
             raise NeurosimError(f"{self.name}: accumulate per_source is implemented for dense layers only")
         split = (self.node.synapse_decay is not None or rules.membrane_update == "increment" or rules.delay > 0
@@ -250,7 +251,8 @@ class Readout(nn.Module):
     """The output layer; logits = mean over t of its membrane potential, times the state unit.
 
     By default (and on every chip whose ``readout.neuron`` is ``integrator``) the non-spiking
-    integrator ``u[t] = beta u[t-1] + W x[t] + b``. On a chip whose readout is ``lif`` it is a
+    integrator ``u[t] = fit(beta u[t-1] + W x[t] + b)`` (the chip's delay applies, its other step
+    rules do not: the engine's integrator). On a chip whose readout is ``lif`` it is a
     neuron of the chip's model (:func:`~neurosim.nn.neuron.lif_step` with the chip's step rules,
     the current-based synapse ``synapse_decay``, ``threshold``, soft reset, the readout's
     ``max_spikes``; the chip's variation, noise and dead neurons as for a hidden layer) and the
@@ -277,7 +279,7 @@ class Readout(nn.Module):
         weight = self.synapse.weight if in_gain is None else self.synapse.weight * in_gain
         rules = device.rules(self.name) if device is not None else LayerRules()
         lif = rules.readout_neuron == "lif"
-        split = lif or rules.delay > 0 or rules.membrane_update == "increment"
+        split = lif or rules.delay > 0
         if device is None:
             xs, w, b, unit = flat, weight, self.synapse.bias, 1.0
             layer_device = LayerDevice.ideal()
@@ -295,11 +297,8 @@ class Readout(nn.Module):
         u = torch.zeros_like(currents[0])
         total = torch.zeros_like(u)
         for current in currents.unbind(0):  # one backward node for all steps (not T selects)
-            decayed = arithmetic.decay(u, self.beta)
-            if rules.membrane_update == "increment":
-                u = arithmetic.membrane_increment(u, decayed, current, bias)
-            else:
-                u = arithmetic.fit_membrane(decayed + current if bias is None else decayed + current + bias)
+            decayed = arithmetic.decay(u, self.beta)  # the integrator: u = fit(decay(u) + W x + b), every chip
+            u = arithmetic.fit_membrane(decayed + current if bias is None else decayed + current + bias)
             total = total + u
         return total / steps * unit
 
@@ -314,7 +313,7 @@ class Readout(nn.Module):
         state = LIFState(v, torch.zeros_like(v) if alpha is not None else None)
         total = torch.zeros_like(v)
         spikes = []
-        per_source = rules.accumulate == "per_source"
+        per_source = rules.accumulate == "per_source" and alpha is not None
         shape = tuple(currents.shape[1:])
         for t, current in enumerate(currents.unbind(0)):
             drive = Sources(inputs[t], weight) if per_source else current
