@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from neurosim.cli import main
 from neurosim.device import DynamicNoise, load_profile, sample_chips
 from neurosim.device import quantization as quant
 from neurosim.device.profile import DeviceProfile
 from neurosim.engine import IntegerEngine, deployment_shapes
+from neurosim.errors import ExportError
 from neurosim.export import compile_model, load_deployment
 from neurosim.nn import build_model, parse_spec
 from neurosim.nn.builder import NeuronOptions
@@ -90,6 +93,9 @@ def parity(model, profile, x, n_chips=2, seed=5, batch=3):
                                      f"engine {engine[tuple(where)].item()}, training {s[tuple(where)].item()}")
             total += int(s.sum())
         assert torch.equal(logits, result.logits[k]), (k, logits, result.logits[k])
+        for name, counted in ctx.events.items():  # saturation / wrap events, counted alike
+            assert float(counted) == float(result.counts[name].saturations[k]), (k, name, float(counted),
+                                                                                float(result.counts[name].saturations[k]))
         events += sum(float(v) for v in ctx.events.values())
     return result, total, events
 
@@ -339,3 +345,44 @@ def test_cli_trains_a_recurrent_model_that_exports_and_runs(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     # the integer engine on the evaluation's chips gives the accuracy the training forward measured
     assert f"accuracy {metrics['test_accuracy_noisy']:.4f} +- {metrics['test_accuracy_noisy_std']:.4f}" in result.stdout
+
+
+# ------------------------------------------------------------------ random rule combinations
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(current_based=st.booleans(), soft=st.booleans(), max_spikes=st.integers(1, 4),
+       accumulate=st.sampled_from(["sum", "per_source"]),
+       synapse_update=st.sampled_from(["decay_then_add", "add_then_decay"]),
+       membrane_update=st.sampled_from(["sum", "increment"]), activation_shift=st.integers(0, 3),
+       delay=st.integers(0, 2), readout_delay=st.integers(0, 2), lif_readout=st.booleans(),
+       overflow=st.sampled_from(["saturate", "wrap", "saturate_symmetric"]), membrane_bits=st.integers(11, 16),
+       shifts=st.sampled_from([None, (0, 3), (-2, 3)]), spec=st.sampled_from(["mlp:8r-6", "mlp:8-6r", "rmlp:7"]),
+       gain=st.floats(2.0, 30.0), threshold=st.sampled_from([0.05, 0.3, 1.0]), seed=st.integers(0, 1000))
+def test_parity_property_over_rule_combinations(current_based, soft, max_spikes, accumulate, synapse_update,
+                                                membrane_update, activation_shift, delay, readout_delay,
+                                                lif_readout, overflow, membrane_bits, shifts, spec, gain,
+                                                threshold, seed):
+    numerics = {"weight_bits": 6, "weight_scale": "power_of_two", "membrane_bits": membrane_bits,
+                "input_bits": 5, "decay": {"kind": "shift", "shift": 2, "nonzero_step": True},
+                "overflow": overflow, "accumulate": accumulate, "synapse_update": synapse_update,
+                "membrane_update": membrane_update, "activation_shift": activation_shift}
+    if shifts is not None:
+        numerics["weight_shift"] = {"min": shifts[0] if accumulate == "sum" else 0, "max": shifts[1]}
+    neuron = {"reset": "soft" if soft else "hard", "max_spikes": max_spikes if soft else 1,
+              "synapse_delay": delay}
+    if current_based:
+        neuron["synapse_decay"] = 0.75
+        numerics.update(synapse_bits=membrane_bits, synapse_decay={"kind": "shift", "shift": 2})
+    profile = DeviceProfile.model_validate({
+        "name": "rules", "description": "random rules", "neuron": neuron, "numerics": numerics,
+        "readout": {"neuron": "lif" if lif_readout else "integrator", "delay": readout_delay},
+        "noise": {"thermal": {"sigma": 0.02}}})
+    model = chip_model(profile, spec, input_shape=(1, 3, 3), classes=4, timesteps=5, gain=gain, seed=seed,
+                       threshold=threshold)
+    x = torch.rand(4, 1, 3, 3, generator=torch.Generator().manual_seed(seed))
+    try:
+        compile_model(model, profile)
+    except ExportError as exc:  # a model this chip cannot hold (e.g. a bias beyond its bits)
+        assume("bias" not in str(exc) and "threshold needs" not in str(exc))
+        raise
+    parity(model, profile, x, n_chips=1, seed=seed)

@@ -225,12 +225,9 @@ class SpikingBlock(nn.Module):
         if self.recurrent is not None:
             recurrent, rec_weight = self.recurrent_input(device, unit)
         if per_source:
-            weight = drive.weight
-            if self.recurrent is not None:
-                if rec_weight is None:
-                    raise NeurosimError(f"{self.name}: per_source delivery needs a recurrent shift >= 0")
-                weight = torch.cat([weight, rec_weight], 1)
-            sources = (inputs, weight)
+            if self.recurrent is not None and rec_weight is None:
+                raise NeurosimError(f"{self.name}: per_source delivery needs a recurrent shift >= 0")
+            sources = (inputs, drive.weight, rec_weight if self.recurrent is not None else None)
         spikes = self.node(currents, layer_device, drive.bias, recurrent, sources)
         recorded = (x.detach(), spikes.detach()) if self.record else (None, None)
         self.recorded_input, self.recorded_spikes = recorded

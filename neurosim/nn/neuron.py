@@ -64,11 +64,14 @@ class StepParameters(NamedTuple):
 
 class Sources(NamedTuple):
     """A step's synaptic input as presynaptic sources for ``accumulate: per_source``: values
-    ``x`` ``[batch, sources]`` (input codes, then recurrent spike counts) and the weights in
-    state units ``[out, sources]`` (codes shifted by their layer's shifts)."""
+    ``x`` ``[batch, sources]`` and the weights in state units ``[out, sources]`` (codes shifted by
+    their layer's shifts). A step delivers its groups in turn: the input sources, then the
+    recurrent ones (``rec_x`` / ``rec_weight``, or None)."""
 
     x: Tensor
     weight: Tensor
+    rec_x: Tensor | None = None
+    rec_weight: Tensor | None = None
 
 
 def reset_term(u: Tensor, s: Tensor, p: StepParameters) -> Tensor:
@@ -98,7 +101,10 @@ def lif_step(state: LIFState, current: Tensor | Sources, p: StepParameters, surr
 
     def deliver(value: Tensor) -> Tensor:  # state + this step's input, with the synapse format
         if isinstance(current, Sources):
-            return arithmetic.add_sources(value, current.x, current.weight)
+            value = arithmetic.add_sources(value, current.x, current.weight)
+            if current.rec_x is not None:
+                value = arithmetic.add_sources(value, current.rec_x, current.rec_weight)
+            return value
         return arithmetic.fit_synapse(value + current)
 
     if p.alpha is not None:
@@ -333,13 +339,13 @@ class LIFNode(nn.Module):
 
     def forward(self, currents: Tensor, device: LayerDevice | None = None, bias: Tensor | None = None,
                 recurrent: Callable[[Tensor], Tensor] | None = None,
-                sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                sources: tuple[Tensor, Tensor, Tensor | None] | None = None) -> Tensor:
         """Spikes ``[T, batch, ...]`` (0/1, or counts with ``max_spikes > 1``) for input currents
         ``[T, batch, ...]`` in state units. ``bias`` (state units) joins the membrane every step;
         ``recurrent(s)`` is the synaptic input ``W_rec s[t-1]`` of the previous step's spikes
-        (``s[-1] = 0``); ``sources = (x, weight)`` (inputs ``[T, batch, in]``, weights in state
-        units ``[out, in + out]``, recurrent columns last) delivers each step source by source
-        (``accumulate: per_source``) instead of ``currents``."""
+        (``s[-1] = 0``); ``sources = (x, weight, recurrent weight or None)`` (inputs
+        ``[T, batch, in]``, weights in state units ``[out, in]`` and ``[out, out]``) delivers each
+        step source by source (``accumulate: per_source``) instead of ``currents``."""
         if bias is None and recurrent is None and sources is None and self.fusable(device):
             return self._fused_forward(currents)
         device = device or LayerDevice.ideal()
@@ -360,8 +366,8 @@ class LIFNode(nn.Module):
                     step_p = p._replace(threshold=p.threshold + jitter)
             drive: Tensor | Sources = current
             if sources is not None:
-                x = inputs[t] if recurrent is None else torch.cat([inputs[t], previous], -1)
-                drive = Sources(x, sources[1])
+                rec = sources[2] is not None
+                drive = Sources(inputs[t], sources[1], previous if rec else None, sources[2])
             elif recurrent is not None:
                 drive = current + recurrent(previous)
             s, state, u = lif_step(state, drive, step_p, self.surrogate, device.arithmetic, noise,
