@@ -2,9 +2,10 @@
 
 A :class:`SpikingBlock` is synapse (linear or conv2d) -> optional batch norm on the input
 currents (tdBN, or seed 003's BN) -> :class:`~neurosim.nn.neuron.LIFNode` -> optional pooling and
-dropout. :class:`Readout` is the non-spiking integrator whose mean potential over time gives
-the logits (DESIGN.md §2). Stateless operations fold time into the batch, so each synapse is one
-large GEMM or convolution over all steps.
+dropout, with optional recurrent weights (``W_rec s[t-1]`` in the step loop). :class:`Readout`
+is the non-spiking integrator whose mean potential over time gives the logits (DESIGN.md §2), or
+on a chip whose readout fires (Xylo) a LIF neuron of the chip. Stateless operations fold time
+into the batch, so each synapse is one large GEMM or convolution over all steps.
 
 The chip enters through a ``device`` object passed to :meth:`SpikingNetwork.forward` (see
 :class:`neurosim.train.noise.ChipContext`): it turns the layer's weights into the values the chip
@@ -180,7 +181,7 @@ class SpikingBlock(nn.Module):
         return SynapticDrive(y.reshape(steps, batch, *y.shape[1:]), bias_apart, unit,
                              xs.reshape(steps, batch, *xs.shape[1:]), weight)
 
-    def recurrent_input(self, device: DeviceHook | None, unit: Tensor | float,
+    def recurrent_input(self, device: DeviceHook | None, unit: Tensor | float, layer_device: LayerDevice | None,
                         ) -> tuple[Callable[[Tensor], Tensor], Tensor | None]:
         """``s -> W_rec s`` in state units (on a fixed-point chip ``shift_sum(codes s, shift)
         << activation_shift``), and the weights in state units for a per-source delivery (None
@@ -192,7 +193,7 @@ class SpikingBlock(nn.Module):
         if device is None:
             return (lambda s: F.linear(s, weight)), weight
         codes, shift, activation = device.recurrent(self.name, weight, unit)
-        arithmetic = device.layer(self.name, unit, (weight.shape[0],)).arithmetic
+        arithmetic = layer_device.arithmetic
 
         def current(s: Tensor) -> Tensor:
             y = arithmetic.shift_sum(F.linear(s, codes), shift)
@@ -223,7 +224,7 @@ class SpikingBlock(nn.Module):
         layer_device = device.layer(self.name, unit, tuple(currents.shape[2:])) if device else None
         recurrent, sources = None, None
         if self.recurrent is not None:
-            recurrent, rec_weight = self.recurrent_input(device, unit)
+            recurrent, rec_weight = self.recurrent_input(device, unit, layer_device)
         if per_source:
             if self.recurrent is not None and rec_weight is None:
                 raise NeurosimError(f"{self.name}: per_source delivery needs a recurrent shift >= 0")
