@@ -203,7 +203,7 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--downsample", type=int, metavar="K", help="event data: divide x and y by K (default 1)")
     p.add_argument("--frame-clip", type=int, metavar="N", help="event data: frame value min(count, N) / N "
                    "(default 1: binary frames)")
-    p.add_argument("--model", help="model spec, e.g. mlp:128-128 or conv:32c3-64c3s2-64c3s2")
+    p.add_argument("--model", help="model spec, e.g. mlp:128-128, mlp:64r-32 (r: recurrent weights), rmlp:64 (all layers recurrent) or conv:32c3-64c3s2-64c3s2")
     p.add_argument("--profile", metavar="NAME|PATH", help="device profile (default hardreset-noisy)")
     p.add_argument("--timesteps", type=int, help="time steps per sample (default 4)")
     p.add_argument("--epochs", type=int, help="epochs (default 20)")

@@ -148,9 +148,13 @@ def test_deployment_round_trip_gives_the_same_integer_engine_output(name, spec, 
     model = build_model(spec, (1, 8, 8), 10, 4, neuron_options(TrainConfig(), profile), norm=norm)
     with torch.no_grad():
         for block in model.blocks:
-            block.synapse.weight.mul_(3)
+            # loihi-like's 16-bit inputs << activation_shift 6 make a first-layer weight step of about
+            # 2 theta (quantization.weight_step): weights that large, so that the chip spikes
+            block.synapse.weight.mul_(3 if not profile.numerics.activation_shift else 30)
             if norm == "none":
                 block.synapse.bias.zero_()
+        if norm == "none":  # loihi-like: 13-bit bias mantissas in a state unit 2^6 finer (activation_shift)
+            model.readout.synapse.bias.zero_()
     if norm != "none":
         model.train()
         model(torch.rand(32, 1, 8, 8))
@@ -177,7 +181,7 @@ def test_deployment_round_trip_gives_the_same_integer_engine_output(name, spec, 
     # the float reading of the same graph is the model with quantized weights
     imported, info = from_nir(graph)
     assert info.source == "neurosim deployment"
-    w_step = deployment.layers[0].unit.double() / deployment.layers[0].input_step
+    w_step = deployment.layers[0].unit.double() * 2 ** profile.numerics.activation_shift / deployment.layers[0].input_step
     expected = deployment.layers[0].weight.double() * (w_step.reshape(-1, *[1] * (deployment.layers[0].weight.dim()
                                                                                    - 1)) if w_step.dim() else w_step)
     assert torch.equal(imported.blocks[0].synapse.weight, expected.float())

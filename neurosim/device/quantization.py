@@ -4,8 +4,9 @@ The fake-quant training forward (:mod:`neurosim.train.noise`), the compiler
 (:mod:`neurosim.export`) and the integer engine all call these functions, so that a trained
 model, its deployment and the engine agree to the bit.
 
-A layer's state unit is ``unit = weight_step * input_step``: its currents, membrane, threshold,
-reset, bias and noise are integers in that unit. ``input_step`` is 1 for spikes and
+A layer's state unit is ``unit = weight_step * input_step / 2^activation_shift``: its currents,
+membrane, threshold, reset, bias and noise are integers in that unit (a chip that shifts its
+synaptic sums left by ``activation_shift`` bits, Loihi, holds them in a unit that much finer). ``input_step`` is 1 for spikes and
 ``1 / (2^(input_bits-1) - 1)`` for the real-valued input (values in [0, 1]) of the first layer.
 ``weight_step`` is what fits the weights into ``weight_bits`` (:func:`fixedpoint.quantization_scale`),
 made coarser where needed so that the nominal threshold stays at or below
@@ -57,20 +58,46 @@ def weight_step(weight: Tensor, numerics: NumericsSpec, threshold: Tensor | floa
     """The weight quantization step of a layer (per layer, per output channel or power of two)."""
     step = fp.quantization_scale(weight, numerics.weight_bits, numerics.weight_scale)
     if threshold is not None:
-        floor = torch.as_tensor(threshold, dtype=step.dtype).detach().abs() / (threshold_ceiling(numerics) * in_step)
+        floor = (torch.as_tensor(threshold, dtype=step.dtype).detach().abs() * (1 << numerics.activation_shift)
+                 / (threshold_ceiling(numerics) * in_step))
         if numerics.weight_scale == "power_of_two":
             floor = torch.exp2(torch.ceil(torch.log2(floor)))
         step = torch.maximum(step, floor)
     return step
 
 
-def state_unit(w_step: Tensor, in_step: float, weight_dim: int) -> Tensor:
-    """``weight_step * input_step`` shaped to broadcast over the layer's neurons
-    (``[out]`` for a dense layer, ``[out, 1, 1]`` for a convolution, a scalar per layer)."""
-    unit = w_step * in_step
+def state_unit(w_step: Tensor, in_step: float, weight_dim: int, activation_shift: int = 0) -> Tensor:
+    """``weight_step * input_step / 2^activation_shift`` shaped to broadcast over the layer's
+    neurons (``[out]`` for a dense layer, ``[out, 1, 1]`` for a convolution, a scalar per layer)."""
+    unit = w_step * in_step / (1 << activation_shift)
     if unit.dim() == 0:
         return unit
     return unit.reshape(-1, *([1] * (weight_dim - 2)))
+
+
+def recurrent_shift(weight: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> int:
+    """The shift ``s`` of a layer's recurrent weights ``W_rec`` ``[out, out]``: their codes are
+    ``round(W_rec / (unit * 2^(activation_shift + s)))`` (``unit``: the layer's state unit, per
+    row where per channel), and ``s`` is the smallest of the profile's ``weight_shift`` range (0
+    without one) whose codes fit ``weight_bits``; the largest when none does (codes saturate)."""
+    shifts = numerics.weight_shift
+    lo, hi = (shifts.min, shifts.max) if shifts is not None else (0, 0)
+    unit = torch.as_tensor(unit, dtype=torch.float64)
+    scaled = weight.detach().to(torch.float64) / (unit.reshape(-1, 1) if unit.dim() else unit)
+    largest = float(scaled.abs().max()) / (1 << numerics.activation_shift) if scaled.numel() else 0.0
+    q_max = fp.int_range(numerics.weight_bits)[1]
+    for shift in range(lo, hi + 1):
+        if round(largest * 2.0 ** -shift) <= q_max:
+            return shift
+    return hi
+
+
+def recurrent_step(unit: Tensor | float, shift: int, numerics: NumericsSpec) -> Tensor:
+    """Float value of one recurrent weight code, ``unit * 2^(activation_shift + shift)``, shaped
+    ``[out, 1]`` (per row) or a scalar."""
+    unit = torch.as_tensor(unit)
+    step = unit * 2.0 ** (numerics.activation_shift + shift)
+    return step.reshape(-1, 1) if step.dim() else step
 
 
 def threshold_codes(theta: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:

@@ -117,6 +117,14 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
             weight = weight * gain
         node = block.node
         layer = _quantize_layer(block.name, block.synapse, weight, bias, node.threshold, num, i == 0, shape)
+        if block.recurrent is not None:
+            rec = block.recurrent.weight if node.output_gain is None else block.recurrent.weight * node.output_gain
+            if not bool(torch.isfinite(rec).all()):
+                raise ExportError(f"{block.name}: recurrent weight holds NaN or inf")
+            layer.recurrent_shift = quant.recurrent_shift(rec, layer.unit, num)
+            layer.recurrent = fp.quantize(rec, quant.recurrent_step(layer.unit, layer.recurrent_shift, num),
+                                          num.weight_bits)
+        layer.max_spikes, layer.delay = profile.neuron.max_spikes, profile.neuron.synapse_delay
         node_v_init = float(node.mp_init) if node.v_init == "mp_init" else 0.0
         layer.threshold, layer.v_reset, layer.beta = float(node.threshold), float(node.v_reset), float(node.beta)
         layer.synapse_decay = None if node.synapse_decay is None else float(node.synapse_decay)
@@ -130,9 +138,14 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
     shape = (int(math.prod(shape)),)
     readout = model.readout
     weight = readout.synapse.weight if gain is None else readout.synapse.weight * gain
-    last = _quantize_layer("readout", readout.synapse, weight, readout.synapse.bias, None, num,
-                           not model.blocks, shape)
+    lif = profile.readout.neuron == "lif"
+    last = _quantize_layer("readout", readout.synapse, weight, readout.synapse.bias,
+                           torch.tensor(readout.threshold) if lif else None, num, not model.blocks, shape)
     last.readout, last.beta = True, float(readout.beta)
+    last.delay, last.readout_neuron = profile.readout.delay, profile.readout.neuron
+    if lif:  # a neuron of the chip's model: its threshold, the chip's synapse, soft reset
+        last.threshold, last.reset, last.max_spikes = readout.threshold, "soft", profile.readout.max_spikes
+        last.synapse_decay = readout.synapse_decay
     layers.append(last)
     info = dict(metadata or {})
     if adapted:
@@ -151,7 +164,7 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
     in_step = quant.input_step(num) if first else 1.0
     w_step = quant.weight_step(weight, num, threshold, in_step)
     codes = fp.quantize(weight, w_step, num.weight_bits)
-    unit = quant.state_unit(w_step, in_step, weight.dim()).to(torch.float32)
+    unit = quant.state_unit(w_step, in_step, weight.dim(), num.activation_shift).to(torch.float32)
     bias_codes = None
     if bias is not None:
         bias_bits = num.bias_bits or num.membrane_bits

@@ -157,6 +157,8 @@ def _model_layers(model: SpikingNetwork) -> list[_Layer]:
     for block in model.blocks:
         if block.pool is not None and not isinstance(block.pool, nn.MaxPool2d):
             raise ExportError(f"{block.name}: only max pooling of spikes has a NIR form here")
+        if block.recurrent is not None:
+            raise ExportError(f"{block.name}: recurrent weights have no NIR form here yet")
         with torch.no_grad():
             weight, bias = (fold_norm(block.synapse, block.norm) if block.norm is not None
                             else (block.synapse.weight, block.synapse.bias))
@@ -195,11 +197,14 @@ def _deployment_layers(deployment: Deployment) -> list[_Layer]:
     layers = []
     num, bits = deployment.profile.numerics, deployment.input_bits
     for layer in deployment.layers:
-        unit = layer.unit.double()
+        if layer.recurrent is not None:
+            raise ExportError(f"{layer.name}: recurrent weights have no NIR form here yet")
+        # a weight code is worth unit * 2^activation_shift / input_step (the sums are shifted left)
+        unit = layer.unit.double() * (1 << num.activation_shift)
         w_step = (unit / layer.input_step).reshape(-1, *([1] * (layer.weight.dim() - 1))) if unit.dim() else \
             unit / layer.input_step
         weight = (layer.weight.double() * w_step).numpy()
-        bias = None if layer.bias is None else (layer.bias.double() * unit.reshape(-1)).numpy()
+        bias = None if layer.bias is None else (layer.bias.double() * layer.unit.double().reshape(-1)).numpy()
         entry = layer.to_manifest(num, bits)
         entry["unit_values"] = layer.unit.reshape(-1).tolist()
         v_init = "mp_init" if layer.v_init != 0 else "zero"
@@ -910,6 +915,8 @@ def deployment_from_nir(graph: nir.NIRGraph, where: str = "NIR graph") -> Deploy
         raise ArtifactError(f"{where}: holds no neurosim deployment (export with --format nir --profile P to "
                             "carry integer codes)")
     layers, _, _ = _read_layers(graph, None, where)
+    numerics = ((head.get("deployment") or {}).get("profile") or {}).get("spec", {}).get("numerics")
+    activation = int(numerics.get("activation_shift", 0)) if isinstance(numerics, dict) else 0
     entries, arrays = [], {}
     for layer in layers:
         entry = dict(layer.synapse.get("manifest_layer") or {})
@@ -918,7 +925,7 @@ def deployment_from_nir(graph: nir.NIRGraph, where: str = "NIR graph") -> Deploy
             raise _refuse(where, node, "has no deployment metadata (manifest_layer)")
         try:
             unit = np.asarray(entry.pop("unit_values"), dtype=np.float64).reshape(entry["unit"]["shape"])
-            step = unit / float(entry["input_step"])
+            step = unit * float(1 << activation) / float(entry["input_step"])
             w_step = step.reshape(-1, *([1] * (layer.weight.ndim - 1))) if step.ndim else step
             name = str(entry["name"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -47,6 +47,19 @@ class FloatArithmetic:
         """A float quantity (noise, threshold) in state units: unchanged in float."""
         return value
 
+    def add_sources(self, state: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        """``state + x @ weight.T`` (in float the order of the sources does not matter)."""
+        return state + x @ weight.T
+
+    def membrane_increment(self, v: Tensor, decayed: Tensor, current: Tensor, bias: Tensor | None) -> Tensor:
+        """``decayed + current (+ bias)``: the increment update without formats to fit."""
+        u = decayed + current
+        return u if bias is None else u + bias
+
+    def shift_sum(self, x: Tensor, shift: int) -> Tensor:
+        """``x * 2^shift``."""
+        return x * 2.0 ** shift
+
 
 class FixedArithmetic:
     """Integer states (held in float tensors) with the profile's formats, straight-through grads.
@@ -64,7 +77,13 @@ class FixedArithmetic:
 
     def _decay(self, x: Tensor, beta: Tensor | float, fmt: DecayFormat) -> Tensor:
         beta = torch.as_tensor(beta).detach()
-        exact = quant.decay_state(x.detach(), beta, fmt)
+        state = x.detach()
+        if fmt.kind == "multiply" and state.dtype != torch.float64:
+            # the product v * d needs state bits + b bits (Loihi: 24 + 12), beyond float32's 24:
+            # formed in float64, the decayed state (within the state's format) is exact again
+            exact = quant.decay_state(state.double(), beta, fmt).to(state.dtype)
+        else:
+            exact = quant.decay_state(state, beta, fmt)
         return straight_through(exact, quant.realised_decay(beta, fmt).to(x.dtype).to(x.device) * x)
 
     def decay(self, v: Tensor, beta: Tensor | float) -> Tensor:
@@ -96,3 +115,46 @@ class FixedArithmetic:
         """A float quantity in integer state units, rounded half to even (straight-through)."""
         scaled = value / unit
         return straight_through(torch.round(scaled.detach()), scaled)
+
+    def _observer(self, bits: int, overflow: str):
+        if self.events is None:
+            return None
+
+        def observe(x: Tensor) -> None:
+            self.events += fp.out_of_range(x.detach(), bits, overflow).sum()
+        return observe
+
+    def _synapse_format(self) -> tuple[int, str]:
+        n = self.numerics
+        return (n.synapse_bits or n.membrane_bits), (n.synapse_overflow or n.overflow)
+
+    def add_sources(self, state: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        """``state`` plus each source's ``x[..., j] * weight[:, j]`` in turn, the synapse format's
+        overflow rule after each (:func:`fixedpoint.add_per_source`, numerics.accumulate
+        ``per_source``); the gradient is that of ``state + x @ weight.T`` inside the range."""
+        bits, overflow = self._synapse_format()
+        exact = fp.add_per_source(state.detach(), x.detach(), weight.detach(), bits, overflow,
+                                  self._observer(bits, overflow))
+        lo, hi = fp.fit_range(bits, overflow)
+        proxy = (state + x @ weight.T)
+        if overflow in ("saturate", "saturate_symmetric"):
+            proxy = proxy.clamp(lo, hi)
+        return straight_through(exact, proxy)
+
+    def membrane_increment(self, v: Tensor, decayed: Tensor, current: Tensor, bias: Tensor | None) -> Tensor:
+        """xylosim's membrane update (:func:`fixedpoint.membrane_increment`, numerics.membrane_update
+        ``increment``) in membrane format; gradient of ``decayed + current + bias``."""
+        n = self.numerics
+        exact = fp.membrane_increment(v.detach(), decayed.detach(), current.detach(),
+                                      None if bias is None else bias.detach(), n.membrane_bits, n.overflow,
+                                      self._observer(n.membrane_bits, n.overflow))
+        proxy = decayed + current if bias is None else decayed + current + bias
+        if n.overflow in ("saturate", "saturate_symmetric"):
+            proxy = proxy.clamp(*fp.fit_range(n.membrane_bits, n.overflow))
+        return straight_through(exact, proxy)
+
+    def shift_sum(self, x: Tensor, shift: int) -> Tensor:
+        """:func:`fixedpoint.shift_sum` (``x << shift``, floor ``>>`` below 0), gradient of ``x * 2^shift``."""
+        if shift >= 0:
+            return fp.shift_sum(x, shift)
+        return straight_through(fp.shift_sum(x.detach(), shift), x * 2.0 ** shift)

@@ -2,6 +2,9 @@
 
 ``mlp:128-128``
     two fully connected spiking layers of 128 neurons, then the readout.
+``mlp:64r-32``, ``rmlp:64``
+    ``{n}r`` is a dense spiking layer with recurrent weights ``W_rec`` (``[n, n]``: the input of
+    step t adds ``W_rec s[t-1]``, DESIGN.md §2); ``rmlp:`` makes every layer of the mlp recurrent.
 ``conv:32c3-64c3s2-64c3s2``
     convolutions: ``{out}c{kernel}`` with optional ``s{stride}`` and ``p{padding}`` (padding
     defaults to kernel // 2); ``mp{k}`` max-pools the previous layer's spikes; a bare number
@@ -19,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from neurosim.nn.layers import Readout, SpikingBlock, SpikingNetwork, TemporalBatchNorm
@@ -27,7 +31,7 @@ from neurosim.nn.surrogate import make_surrogate
 
 _CONV = re.compile(r"^(\d+)c(\d+)(?:s(\d+))?(?:p(\d+))?$")
 _POOL = re.compile(r"^mp(\d+)$")
-_DENSE = re.compile(r"^(\d+)$")
+_DENSE = re.compile(r"^(\d+)(r?)$")
 
 
 @dataclass
@@ -49,15 +53,20 @@ class NeuronOptions:
 
 
 def parse_spec(spec: str) -> tuple[str, list[tuple]]:
-    """``"mlp:128-128"`` -> ``("mlp", [("dense", 128), ("dense", 128)])``; raises ValueError."""
+    """``"mlp:128r-128"`` -> ``("mlp", [("dense", 128, True), ("dense", 128, False)])`` (the
+    flag: recurrent weights); ``rmlp:`` is an mlp whose layers are all recurrent; raises
+    ValueError."""
     kind, _, body = spec.partition(":")
     kind = kind.strip().lower()
+    all_recurrent = kind == "rmlp"
+    if all_recurrent:
+        kind = "mlp"
     if kind not in ("mlp", "conv"):
-        raise ValueError(f"model spec {spec!r}: expected 'mlp:...' or 'conv:...'")
+        raise ValueError(f"model spec {spec!r}: expected 'mlp:...', 'rmlp:...' or 'conv:...'")
     layers: list[tuple] = []
     for token in (t.strip().lower() for t in body.split("-") if t.strip()):
         if (m := _DENSE.match(token)):
-            layers.append(("dense", int(m.group(1))))
+            layers.append(("dense", int(m.group(1)), all_recurrent or m.group(2) == "r"))
         elif kind == "conv" and (m := _CONV.match(token)):
             k = int(m.group(2))
             layers.append(("conv", int(m.group(1)), k, int(m.group(3) or 1),
@@ -66,7 +75,7 @@ def parse_spec(spec: str) -> tuple[str, list[tuple]]:
             layers.append(("pool", int(m.group(1))))
         else:
             raise ValueError(f"model spec {spec!r}: cannot read layer {token!r} "
-                             f"(expected e.g. 128{', 32c3, 64c3s2 or mp2' if kind == 'conv' else ''})")
+                             f"(expected e.g. 128, 128r{', 32c3, 64c3s2 or mp2' if kind == 'conv' else ''})")
     if kind == "mlp" and any(layer[0] != "dense" for layer in layers):
         raise ValueError(f"model spec {spec!r}: an mlp has only dense layers")
     if layers and layers[0][0] == "pool":
@@ -122,7 +131,12 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
         else:
             synapse = nn.Linear(math.prod(shape), layer[1], bias=(norm == "none"))
             shape, psg_shape = (layer[1],), "sigmoid"
+        recurrent = nn.Linear(shape[0], shape[0], bias=False) if layer[0] == "dense" and layer[2] else None
+        if recurrent is not None:
+            with torch.no_grad():  # start near the feed-forward scale: 1/sqrt(n) like nn.Linear, halved
+                recurrent.weight.mul_(0.5)
         bn = TemporalBatchNorm(shape[0], scale=scale) if norm != "none" else None
-        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout))
-    readout = Readout(math.prod(shape), num_classes, beta=readout_beta)
+        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout, recurrent=recurrent))
+    readout = Readout(math.prod(shape), num_classes, beta=readout_beta, threshold=options.threshold,
+                      synapse_decay=options.synapse_decay)
     return SpikingNetwork(blocks, readout, timesteps, tuple(input_shape), spec)

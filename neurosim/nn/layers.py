@@ -2,9 +2,10 @@
 
 A :class:`SpikingBlock` is synapse (linear or conv2d) -> optional batch norm on the input
 currents (tdBN, or seed 003's BN) -> :class:`~neurosim.nn.neuron.LIFNode` -> optional pooling and
-dropout. :class:`Readout` is the non-spiking integrator whose mean potential over time gives
-the logits (DESIGN.md §2). Stateless operations fold time into the batch, so each synapse is one
-large GEMM or convolution over all steps.
+dropout, with optional recurrent weights (``W_rec s[t-1]`` in the step loop). :class:`Readout`
+is the non-spiking integrator whose mean potential over time gives the logits (DESIGN.md §2), or
+on a chip whose readout fires (Xylo) a LIF neuron of the chip. Stateless operations fold time
+into the batch, so each synapse is one large GEMM or convolution over all steps.
 
 The chip enters through a ``device`` object passed to :meth:`SpikingNetwork.forward` (see
 :class:`neurosim.train.noise.ChipContext`): it turns the layer's weights into the values the chip
@@ -14,14 +15,18 @@ resets, decays and noise. Without it the network is the ideal float model.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurosim.device.chips import LayerShape
-from neurosim.nn.neuron import LayerDevice, LIFNode
+from neurosim.errors import NeurosimError
+from neurosim.nn.neuron import LayerDevice, LayerRules, LIFNode, LIFState, Sources, StepParameters, lif_step
+from neurosim.nn.surrogate import ATan
+
+_READOUT_SURROGATE = ATan()
 
 
 class DeviceHook(Protocol):
@@ -34,6 +39,12 @@ class DeviceHook(Protocol):
 
     def layer(self, name: str, unit: Tensor | float, shape: tuple[int, ...]) -> LayerDevice:
         """The chip's neuron values for a layer whose state unit is ``unit``."""
+
+    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float) -> tuple[Tensor, int, int]:
+        """Recurrent weights as the chip realises them, their shift and the activation shift."""
+
+    def rules(self, name: str) -> LayerRules:
+        """The chip's step rules for a layer (``readout``: the readout's)."""
 
 
 class TemporalBatchNorm(nn.BatchNorm1d):
@@ -90,13 +101,46 @@ def _apply(synapse: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -
     return F.linear(x, weight, bias)
 
 
+def delayed(x: Tensor, delay: int) -> Tensor:
+    """``x`` ``[T, ...]`` shifted ``delay`` steps later along time, zeros before (the input of
+    step t is the output of step t - delay)."""
+    if delay <= 0:
+        return x
+    steps = x.shape[0]
+    if delay >= steps:
+        return torch.zeros_like(x)
+    return torch.cat([torch.zeros_like(x[:delay]), x[:steps - delay]])
+
+
+class SynapticDrive(NamedTuple):
+    """A layer's synaptic input over all steps: ``currents`` ``[T | 1, batch, ...]`` in state
+    units (the bias included unless it is given apart), the ``bias`` apart (state units, or None),
+    the state ``unit``, and the inputs and weights as the chip realises them (``inputs``
+    ``[T | 1, batch, in]``, ``weight`` in state units) for a per-source delivery."""
+
+    currents: Tensor
+    bias: Tensor | None
+    unit: Tensor | float
+    inputs: Tensor
+    weight: Tensor
+
+
 class SpikingBlock(nn.Module):
-    """synapse -> [norm] -> LIF neurons -> [pool] -> [dropout], over ``[T, batch, ...]``."""
+    """synapse -> [norm] -> LIF neurons -> [pool] -> [dropout], over ``[T, batch, ...]``.
+
+    With ``recurrent`` (an ``nn.Linear(n, n, bias=False)``, dense layers only) the synaptic input
+    of step t adds ``W_rec s[t-1]`` (``s[-1] = 0``, DESIGN.md §2), computed inside the time loop.
+    """
 
     def __init__(self, synapse: nn.Linear | nn.Conv2d, node: LIFNode, norm: TemporalBatchNorm | None = None,
-                 pool: nn.Module | None = None, dropout: float = 0.0) -> None:
+                 pool: nn.Module | None = None, dropout: float = 0.0, recurrent: nn.Linear | None = None) -> None:
         super().__init__()
         self.synapse, self.norm, self.node, self.pool = synapse, norm, node, pool
+        if recurrent is not None:
+            if not isinstance(synapse, nn.Linear) or recurrent.weight.shape != (synapse.out_features,) * 2:
+                raise ValueError("recurrent weights need a dense layer and shape [out, out]")
+        self.recurrent = recurrent
+        node.recurrent = recurrent is not None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.name = "block"
         self.record = False  # keep inputs / spikes for gradient scaling (seed 001)
@@ -105,35 +149,87 @@ class SpikingBlock(nn.Module):
 
     def currents(self, x: Tensor, device: DeviceHook | None, first: bool,
                  in_gain: Tensor | None) -> tuple[Tensor, Tensor | float]:
-        """Input currents ``[T, batch, ...]`` in state units, and the unit."""
+        """Input currents ``[T, batch, ...]`` in state units (bias included), and the unit."""
+        drive = self.drive(x, device, first, in_gain, split_bias=False)
+        return drive.currents, drive.unit
+
+    def drive(self, x: Tensor, device: DeviceHook | None, first: bool, in_gain: Tensor | None,
+              split_bias: bool) -> SynapticDrive:
+        """The :class:`SynapticDrive` of inputs ``x`` ``[T | 1, batch, ...]``; with ``split_bias``
+        the bias stays apart (it joins the membrane, not the synaptic state)."""
         steps, batch = x.shape[:2]
         flat = x.reshape(steps * batch, *x.shape[2:])
         norm_live = self.norm is not None and (device is not None or not self.norm.training)
+        bias_apart = None
         if self.norm is not None and not norm_live:  # plain float training: BN on batch statistics
             y = self.norm(_apply(self.synapse, flat, self.synapse.weight, self.synapse.bias))
             unit: Tensor | float = 1.0
+            xs, weight = flat, self.synapse.weight
         else:
             weight, bias = (fold_norm(self.synapse, self.norm, flat) if self.norm is not None
                             else (self.synapse.weight, self.synapse.bias))
             if in_gain is not None:
                 weight = weight * in_gain
             if device is None:
-                y, unit = _apply(self.synapse, flat, weight, bias), 1.0
+                xs, unit = flat, 1.0
             else:
                 xs, weight, bias, unit = device.synapse(self.name, weight, bias, first, flat, self.node.threshold)
-                y = _apply(self.synapse, xs, weight, bias)
-        return y.reshape(steps, batch, *y.shape[1:]), unit
+            if split_bias and bias is not None:
+                bias_apart = bias if isinstance(self.synapse, nn.Linear) else bias.reshape(-1, 1, 1)
+                bias = None
+            y = _apply(self.synapse, xs, weight, bias)
+        return SynapticDrive(y.reshape(steps, batch, *y.shape[1:]), bias_apart, unit,
+                             xs.reshape(steps, batch, *xs.shape[1:]), weight)
+
+    def recurrent_input(self, device: DeviceHook | None, unit: Tensor | float, layer_device: LayerDevice | None,
+                        ) -> tuple[Callable[[Tensor], Tensor], Tensor | None]:
+        """``s -> W_rec s`` in state units (on a fixed-point chip ``shift_sum(codes s, shift)
+        << activation_shift``), and the weights in state units for a per-source delivery (None
+        where the chip's shift is negative, which only a whole sum expresses)."""
+        weight = self.recurrent.weight
+        gain = self.node.output_gain
+        if gain is not None:  # TrSG: the spikes carry theta
+            weight = weight * gain
+        if device is None:
+            return (lambda s: F.linear(s, weight)), weight
+        codes, shift, activation = device.recurrent(self.name, weight, unit)
+        arithmetic = layer_device.arithmetic
+
+        def current(s: Tensor) -> Tensor:
+            y = arithmetic.shift_sum(F.linear(s, codes), shift)
+            return y * float(1 << activation) if activation else y
+
+        return current, (codes * 2.0 ** (shift + activation) if shift >= 0 else None)
 
     def forward(self, x: Tensor, device: DeviceHook | None = None, first: bool = False,
                 in_gain: Tensor | None = None, repeat: int = 1) -> Tensor:
         """Spikes ``[T, batch, ...]`` for inputs ``[T, batch, ...]``; with ``repeat = T`` the input
         is one step ``[1, batch, ...]`` held for T steps (direct encoding), whose current is
-        computed once and repeated."""
-        currents, unit = self.currents(x, device, first, in_gain)
+        computed once and repeated. The chip's step rules (:class:`~neurosim.nn.neuron.LayerRules`)
+        delay the input, keep the bias on the membrane and deliver per source where it says so."""
+        rules = device.rules(self.name) if device is not None else LayerRules()
+        # per source: into a synaptic state (a neuron without one takes the whole sum, as the engine)
+        per_source = rules.accumulate == "per_source" and self.node.synapse_decay is not None
+        if per_source and not isinstance(self.synapse, nn.Linear):
+            raise NeurosimError(f"{self.name}: accumulate per_source is implemented for dense layers only")
+        split = (self.node.synapse_decay is not None or rules.membrane_update == "increment" or rules.delay > 0
+                 or per_source)
+        drive = self.drive(x, device, first, in_gain, split)
+        currents, inputs = drive.currents, drive.inputs
         if repeat > 1:
             currents, x = currents.expand(repeat, *currents.shape[1:]), x.expand(repeat, *x.shape[1:])
+            inputs = inputs.expand(repeat, *inputs.shape[1:])
+        currents, inputs = delayed(currents, rules.delay), delayed(inputs, rules.delay)
+        unit = drive.unit
         layer_device = device.layer(self.name, unit, tuple(currents.shape[2:])) if device else None
-        spikes = self.node(currents, layer_device)
+        recurrent, sources = None, None
+        if self.recurrent is not None:
+            recurrent, rec_weight = self.recurrent_input(device, unit, layer_device)
+        if per_source:
+            if self.recurrent is not None and rec_weight is None:
+                raise NeurosimError(f"{self.name}: per_source delivery needs a recurrent shift >= 0")
+            sources = (inputs, drive.weight, rec_weight if self.recurrent is not None else None)
+        spikes = self.node(currents, layer_device, drive.bias, recurrent, sources)
         recorded = (x.detach(), spikes.detach()) if self.record else (None, None)
         self.recorded_input, self.recorded_spikes = recorded
         out = spikes
@@ -150,38 +246,86 @@ class SpikingBlock(nn.Module):
 
 
 class Readout(nn.Module):
-    """Non-spiking integrator ``u[t] = beta u[t-1] + W x[t] + b``; logits = mean over t of u.
+    """The output layer; logits = mean over t of its membrane potential, times the state unit.
 
-    On a fixed-point chip ``u`` is held in the membrane format (decay and saturation of the
-    profile) and the logits are converted back to float units.
+    By default (and on every chip whose ``readout.neuron`` is ``integrator``) the non-spiking
+    integrator ``u[t] = fit(beta u[t-1] + W x[t] + b)`` (the chip's delay applies, its other step
+    rules do not: the engine's integrator). On a chip whose readout is ``lif`` it is a
+    neuron of the chip's model (:func:`~neurosim.nn.neuron.lif_step` with the chip's step rules,
+    the current-based synapse ``synapse_decay``, ``threshold``, soft reset, the readout's
+    ``max_spikes``; the chip's variation, noise and dead neurons as for a hidden layer) and the
+    mean is over its membrane after the reset. On a fixed-point chip the
+    states are held in the chip's formats. ``threshold`` and ``synapse_decay`` are plain
+    attributes (set by the builder from the model's neuron options), not checkpoint state.
     """
 
-    def __init__(self, in_features: int, num_classes: int, beta: float = 1.0) -> None:
+    def __init__(self, in_features: int, num_classes: int, beta: float = 1.0, threshold: float = 1.0,
+                 synapse_decay: float | None = None) -> None:
         super().__init__()
         self.synapse = nn.Linear(in_features, num_classes)
         self.register_buffer("beta", torch.tensor(float(beta)))
+        self.threshold = float(threshold)
+        self.synapse_decay = None if synapse_decay is None else float(synapse_decay)
         self.name = "readout"
         self.record = False  # keep the input spikes (for synaptic-op counts)
         self.recorded_input: Tensor | None = None
+        self.recorded_spikes: Tensor | None = None  # spike counts of a lif readout (when record)
 
     def forward(self, x: Tensor, device: DeviceHook | None = None, in_gain: Tensor | None = None) -> Tensor:
         steps, batch = x.shape[:2]
         flat = x.reshape(steps * batch, -1)
         weight = self.synapse.weight if in_gain is None else self.synapse.weight * in_gain
+        rules = device.rules(self.name) if device is not None else LayerRules()
+        lif = rules.readout_neuron == "lif"
+        split = lif or rules.delay > 0
         if device is None:
-            currents, unit = F.linear(flat, weight, self.synapse.bias), 1.0
-            arithmetic = LayerDevice.ideal().arithmetic
+            xs, w, b, unit = flat, weight, self.synapse.bias, 1.0
+            layer_device = LayerDevice.ideal()
         else:
-            xs, w, b, unit = device.synapse(self.name, weight, self.synapse.bias, False, flat)
-            currents = F.linear(xs, w, b)
-            arithmetic = device.layer(self.name, unit, (currents.shape[-1],)).arithmetic
-        currents = currents.reshape(steps, batch, -1)
+            threshold = torch.tensor(self.threshold) if lif else None
+            xs, w, b, unit = device.synapse(self.name, weight, self.synapse.bias, False, flat, threshold)
+            layer_device = device.layer(self.name, unit, (w.shape[0],))
+        arithmetic = layer_device.arithmetic
+        bias = b if split else None
+        currents = F.linear(xs, w, None if split else b).reshape(steps, batch, -1)
+        currents = delayed(currents, rules.delay)
+        if lif:
+            inputs = delayed(xs.reshape(steps, batch, -1), rules.delay)
+            return self._lif(currents, inputs, w, bias, layer_device, rules, unit)
         u = torch.zeros_like(currents[0])
         total = torch.zeros_like(u)
         for current in currents.unbind(0):  # one backward node for all steps (not T selects)
-            u = arithmetic.fit_membrane(arithmetic.decay(u, self.beta) + current)
+            decayed = arithmetic.decay(u, self.beta)  # the integrator: u = fit(decay(u) + W x + b), every chip
+            u = arithmetic.fit_membrane(decayed + current if bias is None else decayed + current + bias)
             total = total + u
         return total / steps * unit
+
+    def _lif(self, currents: Tensor, inputs: Tensor, weight: Tensor, bias: Tensor | None, device: LayerDevice,
+             rules: LayerRules, unit: Tensor | float) -> Tensor:
+        """The lif readout: mean over t of the membrane after reset, times the unit."""
+        alpha = None if self.synapse_decay is None else device.alpha(torch.tensor(self.synapse_decay))
+        threshold = device.threshold(torch.tensor(self.threshold))
+        p = StepParameters(device.beta(self.beta), threshold, device.v_reset(torch.tensor(0.0)), alpha, "soft",
+                           "full", 0, unit, rules.max_spikes, device.synapse_update, device.membrane_update)
+        v = torch.zeros_like(currents[0])
+        state = LIFState(v, torch.zeros_like(v) if alpha is not None else None)
+        total = torch.zeros_like(v)
+        spikes = []
+        per_source = rules.accumulate == "per_source" and alpha is not None
+        shape = tuple(currents.shape[1:])
+        for t, current in enumerate(currents.unbind(0)):
+            drive = Sources(inputs[t], weight) if per_source else current
+            noise = device.noise(t, shape) if device.noise else None
+            step_p = p
+            jitter = device.threshold_noise(t, shape) if device.threshold_noise is not None else None
+            if jitter is not None:
+                step_p = p._replace(threshold=p.threshold + jitter)
+            s, state, _ = lif_step(state, drive, step_p, _READOUT_SURROGATE, device.arithmetic, noise, device.dead,
+                                   bias)
+            spikes.append(s)
+            total = total + state.v
+        self.recorded_spikes = torch.stack(spikes).detach() if self.record else None
+        return total / currents.shape[0] * unit
 
 
 class SpikingNetwork(nn.Module):

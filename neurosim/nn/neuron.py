@@ -1,11 +1,19 @@
 """The multi-step LIF / IF neuron of DESIGN.md §2 with its reset-gradient modes.
 
-Per step, with input current ``I[t]`` (and optional synaptic current state)::
+Per step, with synaptic input ``I[t]`` (``W x[t]``, plus ``W_rec s[t-1]`` for a recurrent
+layer), bias ``b`` and optional synaptic current state::
 
     i[t] = alpha * i[t-1] + I[t]                       (current-based synapse, optional)
-    u[t] = beta * v[t-1] + i[t] + n[t]                 (n: thermal noise)
+    u[t] = beta * v[t-1] + i[t] + b + n[t]             (n: thermal noise; without a synapse i = I)
     s[t] = H(u[t] - theta)                             (surrogate gradient in backward)
     hard: v[t] = u[t] (1 - s[t]) + r s[t]      soft: v[t] = u[t] - theta s[t]
+
+A chip's step rules (profile ``numerics`` / ``neuron``, see :class:`StepParameters`) change the
+integer order of these operations: ``add_then_decay`` is ``i = decay(fit(i + I))``,
+``increment`` is xylosim's ``dv`` update (:func:`neurosim.device.fixedpoint.membrane_increment`),
+``per_source`` adds the inputs one source at a time, and ``max_spikes > 1`` fires
+``n = min(max_spikes, floor(u / theta))`` spikes with ``v -= n theta`` (soft reset), its gradient
+that of one spike.
 
 ``reset_grad`` says what ``dv[t]/ds[t]`` is in the backward pass: ``full`` (autograd of the line
 above: ``r - u`` for hard, ``-theta`` for soft), ``detach`` (0: SpikingJelly's detach_reset,
@@ -22,7 +30,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from neurosim.nn.arithmetic import FloatArithmetic, FixedArithmetic
+from neurosim.device import fixedpoint as fp
+from neurosim.nn.arithmetic import FloatArithmetic, FixedArithmetic, straight_through
 from neurosim.nn.surrogate import ATan, Surrogate, TrSG
 
 RESETS = ("hard", "soft")
@@ -48,6 +57,21 @@ class StepParameters(NamedTuple):
     reset_grad: str
     refractory: int
     unit: Tensor | float  # float value of one state unit (1 for float arithmetic)
+    max_spikes: int = 1  # spikes per step (soft reset): counts n = min(max_spikes, floor(u / theta))
+    synapse_update: str = "decay_then_add"  # or add_then_decay: i = decay(fit(i + I))
+    membrane_update: str = "sum"  # or increment (xylosim's dv update)
+
+
+class Sources(NamedTuple):
+    """A step's synaptic input as presynaptic sources for ``accumulate: per_source``: values
+    ``x`` ``[batch, sources]`` and the weights in state units ``[out, sources]`` (codes shifted by
+    their layer's shifts). A step delivers its groups in turn: the input sources, then the
+    recurrent ones (``rec_x`` / ``rec_weight``, or None)."""
+
+    x: Tensor
+    weight: Tensor
+    rec_x: Tensor | None = None
+    rec_weight: Tensor | None = None
 
 
 def reset_term(u: Tensor, s: Tensor, p: StepParameters) -> Tensor:
@@ -65,23 +89,49 @@ def reset_term(u: Tensor, s: Tensor, p: StepParameters) -> Tensor:
     return drop * s.detach() + clipped * (s - s.detach())
 
 
-def lif_step(state: LIFState, current: Tensor, p: StepParameters, surrogate: Surrogate,
+def lif_step(state: LIFState, current: Tensor | Sources, p: StepParameters, surrogate: Surrogate,
              arithmetic: FloatArithmetic | FixedArithmetic = FloatArithmetic(),
-             noise: Tensor | None = None, dead: Tensor | None = None) -> tuple[Tensor, LIFState, Tensor]:
-    """One time step of DESIGN.md §2; returns the spikes (0/1), the next state and the
-    potential ``u[t]`` before the reset."""
+             noise: Tensor | None = None, dead: Tensor | None = None,
+             bias: Tensor | None = None) -> tuple[Tensor, LIFState, Tensor]:
+    """One time step of DESIGN.md §2 under the chip's step rules; returns the spikes (0/1, or
+    counts up to ``p.max_spikes``), the next state and the potential ``u[t]`` before the reset.
+    ``current`` is the step's synaptic input in state units, or its :class:`Sources`; ``bias``
+    joins the membrane."""
     i = None
+
+    def deliver(value: Tensor) -> Tensor:  # state + this step's input, with the synapse format
+        if isinstance(current, Sources):
+            value = arithmetic.add_sources(value, current.x, current.weight)
+            if current.rec_x is not None:
+                value = arithmetic.add_sources(value, current.rec_x, current.rec_weight)
+            return value
+        return arithmetic.fit_synapse(value + current)
+
     if p.alpha is not None:
-        i = arithmetic.fit_synapse(arithmetic.synapse_decay(state.i, p.alpha) + current)
+        if p.synapse_update == "add_then_decay":
+            i = arithmetic.synapse_decay(deliver(state.i), p.alpha)
+        else:
+            i = deliver(arithmetic.synapse_decay(state.i, p.alpha))
         current = i
-    u = arithmetic.decay(state.v, p.beta) + current
-    if noise is not None:
-        u = u + noise
-    u = arithmetic.fit_membrane(u)
+    elif isinstance(current, Sources):
+        current = deliver(torch.zeros_like(state.v))
+    decayed = arithmetic.decay(state.v, p.beta)
+    if p.membrane_update == "increment":
+        u = arithmetic.membrane_increment(state.v, decayed, current if noise is None else current + noise, bias)
+    else:
+        u = decayed + current
+        if bias is not None:
+            u = u + bias
+        if noise is not None:
+            u = u + noise
+        u = arithmetic.fit_membrane(u)
     if isinstance(surrogate, TrSG):
         s = surrogate.spike(u, p.threshold)
     else:
         s = surrogate((u - p.threshold) * p.unit)
+    if p.max_spikes > 1:  # spike counts; the gradient of one spike
+        threshold = torch.as_tensor(p.threshold).detach()
+        s = straight_through(fp.fire(u.detach(), threshold.to(u.dtype), p.max_spikes), s)
     refractory = state.refractory
     if refractory is not None:
         resting = refractory > 0
@@ -172,13 +222,31 @@ class _FusedLIF(torch.autograd.Function):
         return grad_currents, None, None, None, None, None, None, None
 
 
+@dataclass(frozen=True)
+class LayerRules:
+    """A chip's step rules for one layer (profile ``neuron`` / ``readout`` / ``numerics``; the
+    defaults are DESIGN.md §2 as written): the input of step t is the previous layer's output of
+    ``t - delay``; ``max_spikes`` per step; sums shifted left by ``activation_shift``;
+    ``accumulate`` sum | per_source; ``synapse_update``; ``membrane_update``; for the readout,
+    ``readout_neuron`` integrator | lif."""
+
+    delay: int = 0
+    max_spikes: int = 1
+    activation_shift: int = 0
+    accumulate: str = "sum"
+    synapse_update: str = "decay_then_add"
+    membrane_update: str = "sum"
+    readout_neuron: str = "integrator"
+
+
 @dataclass
 class LayerDevice:
     """What the chip does to one layer during one forward pass (built by the network).
 
     ``threshold``, ``v_reset``, ``beta``, ``alpha`` map the layer's nominal values to the chip's
     per-neuron values in state units; ``noise(step, shape)`` gives thermal noise in state units
-    (or None); ``dead`` masks neurons that never fire.
+    (or None); ``dead`` masks neurons that never fire; ``max_spikes``, ``synapse_update`` and
+    ``membrane_update`` are the chip's step rules (:class:`StepParameters`).
     """
 
     arithmetic: FloatArithmetic | FixedArithmetic
@@ -190,6 +258,9 @@ class LayerDevice:
     noise: Callable[[int, tuple[int, ...]], Tensor | None] | None = None
     threshold_noise: Callable[[int, tuple[int, ...]], Tensor | None] | None = None
     dead: Tensor | None = None
+    max_spikes: int = 1
+    synapse_update: str = "decay_then_add"
+    membrane_update: str = "sum"
 
     @staticmethod
     def ideal() -> LayerDevice:
@@ -232,6 +303,7 @@ class LIFNode(nn.Module):
         self.register_buffer("mp_init", torch.tensor(0.0))
         self.record = False  # keep membrane potentials for PDA (seed 002)
         self.recorded_potentials: list[Tensor] = []
+        self.recurrent = False  # set by a block with recurrent weights: W_rec s[t-1] in the step loop
 
     @property
     def output_gain(self) -> Tensor | None:
@@ -252,26 +324,37 @@ class LIFNode(nn.Module):
         beta = self.beta.clamp(0, 1)
         alpha = None if self.synapse_decay is None else device.alpha(self.synapse_decay)
         return StepParameters(device.beta(beta), device.threshold(self.threshold), device.v_reset(self.v_reset),
-                              alpha, self.reset, self.reset_grad, self.refractory, device.unit)
+                              alpha, self.reset, self.reset_grad, self.refractory, device.unit,
+                              device.max_spikes, device.synapse_update, device.membrane_update)
 
     def fusable(self, device: LayerDevice | None) -> bool:
         """True when the fused all-steps node (:class:`_FusedLIF`) computes this layer: the ideal
-        float chip, no synaptic state, refractory period, recording or learnable neuron parameter,
-        and a surrogate given by its ``derivative`` alone."""
-        return (device is None and self.synapse_decay is None and not self.refractory and not self.record
+        float chip, no synaptic state, recurrence, refractory period, recording or learnable neuron
+        parameter, and a surrogate given by its ``derivative`` alone."""
+        return (device is None and self.synapse_decay is None and not self.recurrent and not self.refractory
+                and not self.record
                 and not self.beta.requires_grad and not self.threshold.requires_grad
                 and type(self.surrogate).forward is Surrogate.forward and not isinstance(self.surrogate, TrSG)
                 and not any(p.requires_grad for p in self.surrogate.parameters()))
 
-    def forward(self, currents: Tensor, device: LayerDevice | None = None) -> Tensor:
-        """Spikes ``[T, batch, ...]`` (0/1) for input currents ``[T, batch, ...]``."""
-        if self.fusable(device):
+    def forward(self, currents: Tensor, device: LayerDevice | None = None, bias: Tensor | None = None,
+                recurrent: Callable[[Tensor], Tensor] | None = None,
+                sources: tuple[Tensor, Tensor, Tensor | None] | None = None) -> Tensor:
+        """Spikes ``[T, batch, ...]`` (0/1, or counts with ``max_spikes > 1``) for input currents
+        ``[T, batch, ...]`` in state units. ``bias`` (state units) joins the membrane every step;
+        ``recurrent(s)`` is the synaptic input ``W_rec s[t-1]`` of the previous step's spikes
+        (``s[-1] = 0``); ``sources = (x, weight, recurrent weight or None)`` (inputs
+        ``[T, batch, in]``, weights in state units ``[out, in]`` and ``[out, out]``) delivers each
+        step source by source (``accumulate: per_source``) instead of ``currents``."""
+        if bias is None and recurrent is None and sources is None and self.fusable(device):
             return self._fused_forward(currents)
         device = device or LayerDevice.ideal()
         p = self.step_parameters(device)
         state = self.initial_state(tuple(currents.shape[1:]), currents, device)
         fired = torch.zeros(currents.shape[1:], dtype=torch.bool, device=currents.device)
         spikes, potentials = [], []
+        previous = torch.zeros_like(state.v)
+        inputs = sources[0].unbind(0) if sources is not None else None
         # unbind: one backward node for all steps (indexing currents[t] would make each step's
         # backward allocate and fill a zero tensor of all T steps)
         for t, current in enumerate(currents.unbind(0)):
@@ -281,9 +364,16 @@ class LIFNode(nn.Module):
                 jitter = device.threshold_noise(t, tuple(currents.shape[1:]))
                 if jitter is not None:
                     step_p = p._replace(threshold=p.threshold + jitter)
-            s, state, u = lif_step(state, current, step_p, self.surrogate, device.arithmetic, noise,
-                                   device.dead)
+            drive: Tensor | Sources = current
+            if sources is not None:
+                rec = sources[2] is not None
+                drive = Sources(inputs[t], sources[1], previous if rec else None, sources[2])
+            elif recurrent is not None:
+                drive = current + recurrent(previous)
+            s, state, u = lif_step(state, drive, step_p, self.surrogate, device.arithmetic, noise,
+                                   device.dead, bias)
             spikes.append(s)
+            previous = s
             if self.record:
                 potentials.append(u * device.unit)
             fired |= s.detach() > 0

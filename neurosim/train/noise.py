@@ -23,7 +23,19 @@ from neurosim.device.chips import ChipInstances, DynamicNoise, LayerVariation
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import NeurosimError
 from neurosim.nn.arithmetic import FixedArithmetic, FloatArithmetic, straight_through
-from neurosim.nn.neuron import LayerDevice
+from neurosim.nn.neuron import LayerDevice, LayerRules
+
+
+def layer_rules(profile: DeviceProfile, readout: bool = False) -> LayerRules:
+    """A profile's step rules for a spiking layer or (``readout``) its readout: spikes per step
+    and input delay from the ``neuron`` / ``readout`` sections, and on a fixed-point chip the
+    integer order of ``numerics`` (a float chip ignores numerics)."""
+    num, neuron, out = profile.numerics, profile.neuron, profile.readout
+    fixed = {} if num.is_float else dict(activation_shift=num.activation_shift, accumulate=num.accumulate,
+                                         synapse_update=num.synapse_update, membrane_update=num.membrane_update)
+    if readout:
+        return LayerRules(delay=out.delay, max_spikes=out.max_spikes, readout_neuron=out.neuron, **fixed)
+    return LayerRules(delay=neuron.synapse_delay, max_spikes=neuron.max_spikes, **fixed)
 
 
 
@@ -91,10 +103,28 @@ class ChipContext:
         if var is not None and var.stuck is not None:
             q_max = fp.int_range(num.weight_bits)[1]
             codes = torch.where(var.stuck[0], var.stuck_value[0].to(codes.dtype) * q_max, codes)
-        unit = quant.state_unit(w_step, in_step, weight.dim())
+        unit = quant.state_unit(w_step, in_step, weight.dim(), num.activation_shift)
         if bias is not None:
             bias = fake_quantize(bias, unit.reshape(-1) if unit.dim() else unit, num.bias_bits or num.membrane_bits)
+        if num.activation_shift:  # sums << activation_shift: the codes in state units
+            codes = codes * float(1 << num.activation_shift)
         return x, codes, bias, unit
+
+    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float) -> tuple[Tensor, int, int]:
+        """Recurrent weights ``[out, out]`` as the chip realises them: on a fixed-point chip the
+        codes in units of ``unit * 2^(activation_shift + shift)``
+        (:func:`quantization.recurrent_shift`), the shift, and the activation shift; in float
+        the weights (mismatch is not sampled for them), 0, 0."""
+        if not self.fixed:
+            return weight, 0, 0
+        num = self.profile.numerics
+        shift = quant.recurrent_shift(weight, unit, num)
+        codes = fake_quantize(weight, quant.recurrent_step(unit, shift, num), num.weight_bits)
+        return codes, shift, num.activation_shift
+
+    def rules(self, name: str) -> LayerRules:
+        """The chip's step rules for layer ``name`` (``readout``: the readout section's)."""
+        return layer_rules(self.profile, name == "readout")
 
     def threshold_ceiling(self) -> int:
         """Largest nominal threshold in state units (:func:`quantization.threshold_ceiling`)."""
@@ -142,5 +172,7 @@ class ChipContext:
                 return None if jitter is None else arithmetic.to_units(jitter[0], unit)
 
         dead = var.dead[0] if var is not None and var.dead is not None else None
+        rules = self.rules(name)
         return LayerDevice(arithmetic, threshold, v_reset, vary("decay"), vary("synapse_decay"), unit,
-                           noise, threshold_noise, dead)
+                           noise, threshold_noise, dead, rules.max_spikes, rules.synapse_update,
+                           rules.membrane_update)
