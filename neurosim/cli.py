@@ -311,11 +311,9 @@ def _export_nir(args: argparse.Namespace, model, metadata: dict) -> int:
 def _export_xylo(args: argparse.Namespace, model, profile, metadata: dict) -> int:
     """``export --format xylo``: the compiled deployment as the .npz of xylosim's XyloLayer."""
     from neurosim.export import compile_model
-    from neurosim.export.xylo import adapt_to_xylo, config_from_deployment, save_xylo
+    from neurosim.export.xylo import config_from_deployment, save_xylo
 
     deployment = compile_model(model, profile, adapt=args.adapt, metadata=metadata)
-    if args.adapt:
-        deployment.metadata.setdefault("adapted", []).extend(adapt_to_xylo(deployment))
     config = config_from_deployment(deployment)
     save_xylo(config, args.out, overwrite=args.force)
     for change in deployment.metadata.get("adapted", []):
@@ -473,9 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "times their scale; codes, formats and profile in NIR metadata). What NIR "
                                         "cannot express (soft reset, refractory steps, MP-Init) is kept in metadata "
                                         "and listed. With --format xylo (profile xylo-like or one with Xylo's rules; "
-                                        "one dense hidden layer of at most 1000 neurons, 16 inputs, 8 outputs; "
-                                        "--adapt also converts a trained network's one spike a step and integrating "
-                                        "readout to Xylo's 31 spikes and output neurons, and lists the changes) write "
+                                        "one dense hidden layer of at most 1000 neurons, optionally recurrent "
+                                        "(mlp:Hr), 16 inputs, 8 outputs; --adapt converts a network trained for "
+                                        "another chip to Xylo's neurons and output neurons, and lists the changes) write "
                                         "the integer configuration of xylosim's XyloLayer as one .npz (weights_in, "
                                         "weights_rec, weights_out, threshold(_out), bias(_out), has_bias, "
                                         "weight_shift_inp/rec/out, dash_mem(_out), dash_syn(_out); run it with "

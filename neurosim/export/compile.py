@@ -61,6 +61,38 @@ def neuron_differences(node: LIFNode, profile: DeviceProfile) -> list[str]:
     return diffs
 
 
+def readout_differences(readout, profile: DeviceProfile) -> list[str]:
+    """How a model's readout differs from a chip whose output neurons are ``lif`` (a neuron of
+    the chip's model: its decay must be one the chip realises, current-based if the chip is)."""
+    if profile.readout.neuron != "lif":
+        return []
+    diffs = []
+    beta, fmt = float(readout.beta), profile.numerics.decay
+    realised = float(quant.realised_decay(beta, fmt))
+    if beta >= 1 or abs(realised - beta) > _decay_tolerance(fmt):
+        diffs.append(f"decay beta = {beta:.6g} is not one the chip's output neurons have "
+                     f"({'an integrating readout' if beta >= 1 else f'the chip gives {realised:.6g}'})")
+    if (readout.synapse_decay is not None) != profile.is_current_based:
+        diffs.append("the chip's output neurons are current-based, the model's readout is not"
+                     if profile.is_current_based else "the model's readout is current-based, the chip's is not")
+    return diffs
+
+
+def _adapt_readout(readout, profile: DeviceProfile) -> list[str]:
+    """Set a readout to the chip's ``lif`` output neuron model (the chip's decays); return what changed."""
+    changes = []
+    beta, fmt = float(readout.beta), profile.numerics.decay
+    if beta >= 1 or abs(float(quant.realised_decay(beta, fmt)) - beta) > _decay_tolerance(fmt):
+        new = float(quant.realised_decay(profile.beta, fmt))
+        changes.append(f"beta {beta:.6g} -> {new:.6g}")
+        with torch.no_grad():
+            readout.beta.fill_(new)
+    if (readout.synapse_decay is not None) != profile.is_current_based:
+        changes.append(f"synapse_decay {readout.synapse_decay} -> {profile.neuron.synapse_decay}")
+        readout.synapse_decay = profile.neuron.synapse_decay
+    return changes
+
+
 def _adapt(node: LIFNode, profile: DeviceProfile) -> list[str]:
     """Set ``node`` to the chip's neuron model; return what changed."""
     changes = []
@@ -105,6 +137,12 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
             adapted += [f"{block.name}: {change}" for change in _adapt(block.node, profile)]
         if block.pool is not None and not isinstance(block.pool, nn.MaxPool2d):
             raise ExportError(f"{block.name}: only max pooling of spikes exists on a chip")
+    diffs = readout_differences(model.readout, profile)
+    if diffs and not adapt:
+        raise ExportError(f"readout: differs from profile {profile.name}'s output neurons: " + "; ".join(diffs)
+                          + " (use --adapt to convert it)")
+    if diffs:
+        adapted += [f"readout: {change}" for change in _adapt_readout(model.readout, profile)]
     layers: list[LayerDeployment] = []
     shape = tuple(model.input_shape)
     gain: torch.Tensor | None = None

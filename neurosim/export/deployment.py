@@ -279,8 +279,15 @@ def _codes(values: Any) -> Tensor | None:
 
 
 def profile_checksum(profile: DeviceProfile) -> str:
-    """SHA-256 of the profile's canonical YAML (resolved, keys in schema order)."""
-    text = yaml.safe_dump(profile.to_dict(), sort_keys=True)
+    """SHA-256 of the profile's canonical YAML (resolved, keys sorted)."""
+    return spec_checksum(profile.to_dict())
+
+
+def spec_checksum(spec: Any) -> str:
+    """SHA-256 of a profile spec as an artifact stores it (keys sorted). An artifact's checksum
+    is verified on the spec it holds, so artifacts written before the schema gained fields (new
+    fields have defaults that keep the old behaviour) still load."""
+    text = yaml.safe_dump(spec, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -367,7 +374,7 @@ def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray], wher
         profile = DeviceProfile.model_validate(manifest["profile"]["spec"])
     except Exception as exc:  # pydantic ValidationError or a wrong type
         raise ArtifactError(f"{where}: profile: invalid ({brief(exc)})") from None
-    if profile_checksum(profile) != manifest["profile"].get("sha256"):
+    if spec_checksum(manifest["profile"]["spec"]) != manifest["profile"].get("sha256"):
         raise ArtifactError(f"{where}: profile checksum mismatch (the profile was altered)")
     layers = [_layer_from_manifest(entry, arrays, where) for entry in manifest["layers"]]
     if not layers or not layers[-1].readout:

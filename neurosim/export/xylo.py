@@ -23,9 +23,10 @@ be 1..15. Hidden neurons may have Xylo's second synaptic state (``target_synapse
 per state, so ``dash_mem`` / ``dash_syn`` / ``dash_syn2`` are the same for all neurons of a
 population.
 
-A trained network compiled by :func:`~neurosim.export.compile_model` keeps its own spike limit
-(one a step) and integrating readout; :func:`adapt_to_xylo` converts them to Xylo's and says
-what changed (``neurosim export --format xylo --adapt``).
+A network trained on ``xylo-like`` is trained with these rules (the fake-quant training forward
+follows them), and :func:`~neurosim.export.compile_model` writes them into its deployment; a
+network trained for another chip is converted with ``neurosim export --format xylo --adapt``
+(its neuron models and readout become Xylo's, the changes are listed).
 
 :func:`save_xylo` writes the configuration as one ``.npz`` of integer arrays (keys
 :data:`XYLO_KEYS`, read back with ``allow_pickle=False``); :func:`xylo_layer` and
@@ -365,22 +366,11 @@ def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.
     return {"threshold": np.full(n, int(threshold.reshape(-1)[0]), dtype=np.int64), "bias": bias, **dashes}
 
 
-ADAPTED_READOUT_DASH_MEM = 15
-"""An integrating readout becomes an output neuron of the slowest leak, beta = 1 - 2^-15 ..."""
-ADAPTED_READOUT_DASH_SYN = 1
-"""... whose synaptic state passes a step's input on over the next steps (halving each step, so
-that the membrane receives about the input itself) ..."""
-ADAPTED_READOUT_THRESHOLD = THRESHOLD_RANGE[1]
-"""... and whose threshold is the largest code, so that it fires (and subtracts) only when its
-membrane is at the top of its range: the logits stay the mean of the membrane."""
-
-
 def xylo_differences(deployment: Deployment) -> list[str]:
     """How the per-layer spike limits, delays and readout neuron of ``deployment`` differ from
     what Xylo runs (hidden neurons: up to 31 spikes a step, no delay; output neurons: ``lif``, one
-    spike a step, one step of delay). :func:`compile_model` keeps a trained model's own (one
-    spike, an integrating readout), so a trained model differs until converted with
-    :func:`adapt_to_xylo`."""
+    spike a step, one step of delay). :func:`compile_model` takes them from the profile, so only
+    a deployment made otherwise (:meth:`Deployment.from_integers`, an edited artifact) can differ."""
     diffs = []
     for layer in deployment.layers:
         spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
@@ -391,33 +381,6 @@ def xylo_differences(deployment: Deployment) -> list[str]:
         if layer.readout and layer.readout_neuron != "lif":
             diffs.append(f"{layer.name}: an {layer.readout_neuron} readout, Xylo's output neurons are lif")
     return diffs
-
-
-def adapt_to_xylo(deployment: Deployment) -> list[str]:
-    """Set what :func:`xylo_differences` lists to Xylo's, in place, and say what changed. An
-    integrating readout becomes a Xylo output neuron as close to an integrator as Xylo has:
-    ``dash_mem`` :data:`ADAPTED_READOUT_DASH_MEM`, ``dash_syn`` :data:`ADAPTED_READOUT_DASH_SYN`,
-    threshold code :data:`ADAPTED_READOUT_THRESHOLD`. The network then computes differently
-    from the one trained (several spikes a step, the readout's delay, leak and synaptic
-    low-pass): evaluate the converted network, e.g. with :func:`deployment_from_config`."""
-    changes = []
-    for layer in deployment.layers:
-        spikes, delay = (MAX_OUTPUT_SPIKES, 1) if layer.readout else (MAX_HIDDEN_SPIKES, 0)
-        if layer.max_spikes != spikes:
-            changes.append(f"{layer.name}: max_spikes {layer.max_spikes} -> {spikes}")
-            layer.max_spikes = spikes
-        if layer.delay != delay:
-            changes.append(f"{layer.name}: delay {layer.delay} -> {delay}")
-            layer.delay = delay
-        if layer.readout and layer.readout_neuron != "lif":
-            beta, alpha = 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_MEM, 1.0 - 2.0 ** -ADAPTED_READOUT_DASH_SYN
-            changes.append(f"{layer.name}: {layer.readout_neuron} (beta {layer.beta:g}) -> Xylo output neuron "
-                           f"(lif, beta {beta:g}, synapse_decay {alpha:g}, threshold code {ADAPTED_READOUT_THRESHOLD})")
-            layer.readout_neuron, layer.beta, layer.synapse_decay, layer.reset = "lif", beta, alpha, "soft"
-            layer.threshold = ADAPTED_READOUT_THRESHOLD * float(layer.unit.max())
-    from neurosim.export.compile import check_deployment
-    check_deployment(deployment)
-    return changes
 
 
 def config_from_deployment(deployment: Deployment) -> XyloConfig:
@@ -443,7 +406,7 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
     hidden, readout = layers
     diffs = xylo_differences(deployment)
     if diffs:
-        raise ExportError("model: runs differently from Xylo: " + "; ".join(diffs) + " (use --adapt to convert it)")
+        raise ExportError("model: runs differently from Xylo: " + "; ".join(diffs))
     if hidden.input_step != quant.input_step(profile.numerics):
         raise ExportError(f"{hidden.name}: input step {hidden.input_step:g}, Xylo takes event counts "
                           f"0..{MAX_INPUT_EVENTS} (input step 1/{MAX_INPUT_EVENTS})")

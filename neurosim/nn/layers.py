@@ -209,9 +209,9 @@ class SpikingBlock(nn.Module):
         delay the input, keep the bias on the membrane and deliver per source where it says so."""
         rules = device.rules(self.name) if device is not None else LayerRules()
         # per source: into a synaptic state (a neuron without one takes the whole sum, as the engine)
-        per_source = rules.accumulate == "per_source" and self.node.synapse_decay is not None
-        if per_source and not isinstance(self.synapse, nn.Linear):
-            raise NeurosimError(f"{self.name}: accumulate per_source is implemented for dense layers only")
+        # per-source delivery is a dense layer's (a convolution adds one sum, as the engine does)
+        per_source = (rules.accumulate == "per_source" and self.node.synapse_decay is not None
+                      and isinstance(self.synapse, nn.Linear))
         split = (self.node.synapse_decay is not None or rules.membrane_update == "increment" or rules.delay > 0
                  or per_source)
         drive = self.drive(x, device, first, in_gain, split)

@@ -69,7 +69,9 @@ def build_for(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[in
     try:
         return build_model(config.model, input_shape, num_classes, config.timesteps,
                            neuron_options(config, profile), norm=config.norm, dropout=config.dropout,
-                           tdbn_alpha=config.tdbn_alpha)
+                           tdbn_alpha=config.tdbn_alpha,
+                           # a lif readout is a neuron of the chip's own model: its membrane decays
+                           readout_beta=profile.beta if profile.readout.neuron == "lif" else 1.0)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model: {exc}") from None
 
