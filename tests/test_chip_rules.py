@@ -29,7 +29,7 @@ from neurosim.nn.layers import SpikingBlock
 from neurosim.nn.neuron import LIFNode
 from neurosim.nn.surrogate import Surrogate
 from neurosim.train import ChipContext, TrainConfig
-from neurosim.train.trainer import neuron_options
+from neurosim.train.trainer import neuron_options, readout_beta
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -42,7 +42,8 @@ def chip_model(profile: DeviceProfile, spec: str, input_shape=(1, 4, 4), classes
     """A model with the profile's neuron model, weights scaled by ``gain`` so that it spikes."""
     torch.manual_seed(seed)
     config = TrainConfig(neuron={} if threshold is None else {"threshold": threshold})
-    model = build_model(spec, input_shape, classes, timesteps, neuron_options(config, profile))
+    model = build_model(spec, input_shape, classes, timesteps, neuron_options(config, profile),
+                        readout_beta=readout_beta(profile))
     with torch.no_grad():
         for block in model.blocks:
             block.synapse.weight.mul_(gain)

@@ -63,15 +63,19 @@ def neuron_options(config: TrainConfig, profile: DeviceProfile) -> NeuronOptions
         v_init=n.v_init, surrogate=n.surrogate, surrogate_params=dict(n.surrogate_params))
 
 
+def readout_beta(profile: DeviceProfile) -> float:
+    """The readout's membrane decay on ``profile``: 1 for DESIGN.md §2's integrator; a ``lif``
+    readout is a neuron of the chip's own model, so its membrane decays as the chip's do."""
+    return profile.beta if profile.readout.neuron == "lif" else 1.0
+
+
 def build_for(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[int, ...],
               num_classes: int) -> SpikingNetwork:
     """The model a config describes, for a dataset's input shape and classes."""
     try:
         return build_model(config.model, input_shape, num_classes, config.timesteps,
                            neuron_options(config, profile), norm=config.norm, dropout=config.dropout,
-                           tdbn_alpha=config.tdbn_alpha,
-                           # a lif readout is a neuron of the chip's own model: its membrane decays
-                           readout_beta=profile.beta if profile.readout.neuron == "lif" else 1.0)
+                           tdbn_alpha=config.tdbn_alpha, readout_beta=readout_beta(profile))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model: {exc}") from None
 
