@@ -24,7 +24,7 @@ from neurosim.errors import ArtifactError, ExportError
 from neurosim.export import Deployment, compile_model, load_deployment
 from neurosim.nn import build_model
 from neurosim.train import ChipContext, TrainConfig, train
-from neurosim.train.trainer import neuron_options
+from neurosim.train.trainer import neuron_options, readout_beta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,8 @@ def model_for(profile: DeviceProfile, spec: str, input_shape=(1, 8, 8), classes=
     """A model with the profile's neuron model whose weights are scaled up so that it spikes."""
     torch.manual_seed(seed)
     config = TrainConfig(neuron=neuron)
-    model = build_model(spec, input_shape, classes, timesteps, neuron_options(config, profile), norm=norm)
+    model = build_model(spec, input_shape, classes, timesteps, neuron_options(config, profile), norm=norm,
+                        readout_beta=readout_beta(profile))
     with torch.no_grad():
         for block in model.blocks:
             block.synapse.weight.mul_(gain)
