@@ -154,18 +154,28 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
         if gain is not None:
             weight = weight * gain
         node = block.node
-        layer = _quantize_layer(block.name, block.synapse, weight, bias, node.threshold, num, i == 0, shape)
-        if block.recurrent is not None:
-            rec = block.recurrent.weight if node.output_gain is None else block.recurrent.weight * node.output_gain
+        weight2 = None
+        if block.synapse2 is not None:
+            weight2 = block.synapse2.weight if gain is None else block.synapse2.weight * gain
+        layer = _quantize_layer(block.name, block.synapse, weight, bias, node.threshold, num, i == 0, shape, weight2)
+        for second, linear in ((False, block.recurrent), (True, block.recurrent2)):
+            if linear is None:
+                continue
+            rec = linear.weight if node.output_gain is None else linear.weight * node.output_gain
             if not bool(torch.isfinite(rec).all()):
-                raise ExportError(f"{block.name}: recurrent weight holds NaN or inf")
-            layer.recurrent_shift = quant.recurrent_shift(rec, layer.unit, num)
-            layer.recurrent = fp.quantize(rec, quant.recurrent_step(layer.unit, layer.recurrent_shift, num),
-                                          num.weight_bits)
+                raise ExportError(f"{block.name}: recurrent{'2' if second else ''} weight holds NaN or inf")
+            if not second:  # W_rec2 takes the first recurrent weights' shift, as in training
+                layer.recurrent_shift = quant.recurrent_shift(rec, layer.unit, num)
+            codes = fp.quantize(rec, quant.recurrent_step(layer.unit, layer.recurrent_shift, num), num.weight_bits)
+            if second:
+                layer.recurrent2 = codes
+            else:
+                layer.recurrent = codes
         layer.max_spikes, layer.delay = profile.neuron.max_spikes, profile.neuron.synapse_delay
         node_v_init = float(node.mp_init) if node.v_init == "mp_init" else 0.0
         layer.threshold, layer.v_reset, layer.beta = float(node.threshold), float(node.v_reset), float(node.beta)
         layer.synapse_decay = None if node.synapse_decay is None else float(node.synapse_decay)
+        layer.synapse_decay2 = None if node.synapse_decay2 is None else float(node.synapse_decay2)
         layer.refractory, layer.reset, layer.v_init = node.refractory, node.reset, node_v_init
         layer.pool = int(block.pool.kernel_size) if block.pool is not None else 0
         layers.append(layer)
@@ -195,8 +205,11 @@ def compile_model(model: SpikingNetwork, profile: DeviceProfile | str, adapt: bo
 
 
 def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
-                    threshold: torch.Tensor | None, num, first: bool, shape: tuple[int, ...]) -> LayerDeployment:
-    for what, tensor in (("weight", weight), ("bias", bias), ("threshold", threshold)):
+                    threshold: torch.Tensor | None, num, first: bool, shape: tuple[int, ...],
+                    weight2: torch.Tensor | None = None) -> LayerDeployment:
+    """A layer's codes; ``weight2`` (a second synaptic state's) is quantized on the weight step of
+    ``weight``, as :meth:`neurosim.train.noise.ChipContext.synapse2` does in training."""
+    for what, tensor in (("weight", weight), ("bias", bias), ("threshold", threshold), ("weight2", weight2)):
         if tensor is not None and not bool(torch.isfinite(tensor).all()):
             raise ExportError(f"{name}: {what} holds NaN or inf")
     in_step = quant.input_step(num) if first else 1.0
@@ -220,8 +233,10 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
                      (shape[2] + 2 * padding - k) // stride + 1)
     else:
         kind, stride, padding, out_shape = "linear", 1, 0, (synapse.out_features,)
+    codes2 = None if weight2 is None else fp.quantize(weight2, w_step, num.weight_bits)
     return LayerDeployment(name=name, kind=kind, weight=codes, bias=bias_codes, unit=unit, input_shape=shape,
-                           output_shape=out_shape, stride=stride, padding=padding, input_step=in_step)
+                           output_shape=out_shape, stride=stride, padding=padding, input_step=in_step,
+                           weight2=codes2)
 
 
 def check_structure(deployment: Deployment) -> None:

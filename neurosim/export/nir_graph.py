@@ -159,6 +159,8 @@ def _model_layers(model: SpikingNetwork) -> list[_Layer]:
             raise ExportError(f"{block.name}: only max pooling of spikes has a NIR form here")
         if block.recurrent is not None:
             raise ExportError(f"{block.name}: recurrent weights have no NIR form here yet")
+        if block.synapse2 is not None:
+            raise ExportError(f"{block.name}: a second synaptic state has no NIR form here")
         with torch.no_grad():
             weight, bias = (fold_norm(block.synapse, block.norm) if block.norm is not None
                             else (block.synapse.weight, block.synapse.bias))
@@ -199,6 +201,8 @@ def _deployment_layers(deployment: Deployment) -> list[_Layer]:
     for layer in deployment.layers:
         if layer.recurrent is not None:
             raise ExportError(f"{layer.name}: recurrent weights have no NIR form here yet")
+        if layer.weight2 is not None:
+            raise ExportError(f"{layer.name}: a second synaptic state has no NIR form here")
         # a weight code is worth unit * 2^activation_shift / input_step (the sums are shifted left)
         unit = layer.unit.double() * (1 << num.activation_shift)
         w_step = (unit / layer.input_step).reshape(-1, *([1] * (layer.weight.dim() - 1))) if unit.dim() else \

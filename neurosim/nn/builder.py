@@ -44,6 +44,7 @@ class NeuronOptions:
     reset: str = "hard"
     reset_grad: str | None = None
     synapse_decay: float | None = None
+    synapse_decay2: float | None = None  # a second synaptic state per hidden neuron (dense layers, current-based)
     refractory: int = 0
     learn_beta: bool = False
     learn_threshold: bool = False
@@ -92,7 +93,7 @@ def _node(options: NeuronOptions, psg_shape: str) -> LIFNode:
                    surrogate=make_surrogate(options.surrogate, **params),
                    synapse_decay=options.synapse_decay, refractory=options.refractory,
                    learn_beta=options.learn_beta, learn_threshold=options.learn_threshold,
-                   v_init=options.v_init)
+                   v_init=options.v_init, synapse_decay2=options.synapse_decay2)
 
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, timesteps: int,
@@ -102,7 +103,9 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
 
     ``norm``: ``none`` | ``bn`` (seed 003, BN on input currents) | ``tdbn`` (scale alpha * theta).
     PSG surrogates get the arctan shape after convolutions and the sigmoid shape after dense
-    layers (seed 002 case 1 / case 2).
+    layers (seed 002 case 1 / case 2). With ``neuron.synapse_decay2`` every spiking layer (dense
+    only) gets a second synaptic state: ``synapse2 = nn.Linear(in, out, bias=False)``, and
+    ``recurrent2 = nn.Linear(n, n, bias=False)`` where the layer is recurrent.
     """
     if norm not in ("none", "bn", "tdbn"):
         raise ValueError(f"norm must be none, bn or tdbn, got {norm!r}")
@@ -110,6 +113,12 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
         raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     options = neuron or NeuronOptions()
     kind, layers = parse_spec(spec)
+    second = options.synapse_decay2 is not None
+    if second and options.synapse_decay is None:
+        raise ValueError("neuron.synapse_decay2: a second synaptic state needs current-based neurons (synapse_decay)")
+    if second and any(layer[0] == "conv" for layer in layers):
+        raise ValueError(f"model spec {spec!r}: a second synaptic state (synapse_decay2) exists for dense layers "
+                         "only, not convolutions")
     shape = tuple(input_shape)
     blocks: list[SpikingBlock] = []
     scale = tdbn_alpha * options.threshold if norm == "tdbn" else 1.0
@@ -135,8 +144,14 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
         if recurrent is not None:
             with torch.no_grad():  # start near the feed-forward scale: 1/sqrt(n) like nn.Linear, halved
                 recurrent.weight.mul_(0.5)
+        synapse2 = nn.Linear(synapse.in_features, synapse.out_features, bias=False) if second else None
+        recurrent2 = nn.Linear(shape[0], shape[0], bias=False) if second and recurrent is not None else None
+        if recurrent2 is not None:
+            with torch.no_grad():
+                recurrent2.weight.mul_(0.5)
         bn = TemporalBatchNorm(shape[0], scale=scale) if norm != "none" else None
-        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout, recurrent=recurrent))
+        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout, recurrent=recurrent,
+                                   synapse2=synapse2, recurrent2=recurrent2))
     readout = Readout(math.prod(shape), num_classes, beta=readout_beta, threshold=options.threshold,
                       synapse_decay=options.synapse_decay)
     return SpikingNetwork(blocks, readout, timesteps, tuple(input_shape), spec)

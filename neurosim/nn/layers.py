@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from neurosim.device.chips import LayerShape
 from neurosim.errors import NeurosimError
-from neurosim.nn.neuron import LayerDevice, LayerRules, LIFNode, LIFState, Sources, StepParameters, lif_step
+from neurosim.nn.neuron import (LayerDevice, LayerRules, LIFNode, LIFState, SecondDrive, Sources, StepParameters,
+                                lif_step)
 from neurosim.nn.surrogate import ATan
 
 _READOUT_SURROGATE = ATan()
@@ -40,8 +41,14 @@ class DeviceHook(Protocol):
     def layer(self, name: str, unit: Tensor | float, shape: tuple[int, ...]) -> LayerDevice:
         """The chip's neuron values for a layer whose state unit is ``unit``."""
 
-    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float) -> tuple[Tensor, int, int]:
-        """Recurrent weights as the chip realises them, their shift and the activation shift."""
+    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float,
+                  shift: int | None = None) -> tuple[Tensor, int, int]:
+        """Recurrent weights as the chip realises them, their shift (``shift`` where given) and
+        the activation shift."""
+
+    def synapse2(self, name: str, weight: Tensor) -> Tensor:
+        """The second synaptic state's weights in state units, on the weight step that the last
+        :meth:`synapse` call for layer ``name`` chose (the same unit and shifts as the first)."""
 
     def rules(self, name: str) -> LayerRules:
         """The chip's step rules for a layer (``readout``: the readout's)."""
@@ -130,16 +137,29 @@ class SpikingBlock(nn.Module):
 
     With ``recurrent`` (an ``nn.Linear(n, n, bias=False)``, dense layers only) the synaptic input
     of step t adds ``W_rec s[t-1]`` (``s[-1] = 0``, DESIGN.md §2), computed inside the time loop.
+    With ``synapse2`` (``nn.Linear(in, out, bias=False)``) and optionally ``recurrent2`` (``[out,
+    out]``) the neurons have a second synaptic state (Xylo's syn 2; the node's ``synapse_decay2``)
+    fed like the first by ``W2 x[t] + W_rec2 s[t-1]``; the membrane takes the sum of both states.
     """
 
     def __init__(self, synapse: nn.Linear | nn.Conv2d, node: LIFNode, norm: TemporalBatchNorm | None = None,
-                 pool: nn.Module | None = None, dropout: float = 0.0, recurrent: nn.Linear | None = None) -> None:
+                 pool: nn.Module | None = None, dropout: float = 0.0, recurrent: nn.Linear | None = None,
+                 synapse2: nn.Linear | None = None, recurrent2: nn.Linear | None = None) -> None:
         super().__init__()
         self.synapse, self.norm, self.node, self.pool = synapse, norm, node, pool
         if recurrent is not None:
             if not isinstance(synapse, nn.Linear) or recurrent.weight.shape != (synapse.out_features,) * 2:
                 raise ValueError("recurrent weights need a dense layer and shape [out, out]")
+        if synapse2 is not None:
+            if not isinstance(synapse, nn.Linear) or synapse2.weight.shape != synapse.weight.shape:
+                raise ValueError("a second synaptic state needs a dense layer and weights of the first's shape")
+            if node.synapse_decay2 is None:
+                raise ValueError("a second synaptic state needs a neuron with synapse_decay2")
+        if recurrent2 is not None and (synapse2 is None or recurrent is None
+                                       or recurrent2.weight.shape != recurrent.weight.shape):
+            raise ValueError("recurrent2 needs synapse2 and recurrent weights of the same shape")
         self.recurrent = recurrent
+        self.synapse2, self.recurrent2 = synapse2, recurrent2
         node.recurrent = recurrent is not None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.name = "block"
@@ -182,24 +202,26 @@ class SpikingBlock(nn.Module):
                              xs.reshape(steps, batch, *xs.shape[1:]), weight)
 
     def recurrent_input(self, device: DeviceHook | None, unit: Tensor | float, layer_device: LayerDevice | None,
-                        ) -> tuple[Callable[[Tensor], Tensor], Tensor | None]:
+                        second: bool = False, shift: int | None = None,
+                        ) -> tuple[Callable[[Tensor], Tensor], Tensor | None, int]:
         """``s -> W_rec s`` in state units (on a fixed-point chip ``shift_sum(codes s, shift)
-        << activation_shift``), and the weights in state units for a per-source delivery (None
-        where the chip's shift is negative, which only a whole sum expresses)."""
-        weight = self.recurrent.weight
+        << activation_shift``), the weights in state units for a per-source delivery (None
+        where the chip's shift is negative, which only a whole sum expresses) and the shift.
+        ``second``: the second synaptic state's ``W_rec2``, on the given ``shift`` (the first's)."""
+        weight = (self.recurrent2 if second else self.recurrent).weight
         gain = self.node.output_gain
         if gain is not None:  # TrSG: the spikes carry theta
             weight = weight * gain
         if device is None:
-            return (lambda s: F.linear(s, weight)), weight
-        codes, shift, activation = device.recurrent(self.name, weight, unit)
+            return (lambda s: F.linear(s, weight)), weight, 0
+        codes, shift, activation = device.recurrent(self.name, weight, unit, shift)
         arithmetic = layer_device.arithmetic
 
         def current(s: Tensor) -> Tensor:
             y = arithmetic.shift_sum(F.linear(s, codes), shift)
             return y * float(1 << activation) if activation else y
 
-        return current, (codes * 2.0 ** (shift + activation) if shift >= 0 else None)
+        return current, (codes * 2.0 ** (shift + activation) if shift >= 0 else None), shift
 
     def forward(self, x: Tensor, device: DeviceHook | None = None, first: bool = False,
                 in_gain: Tensor | None = None, repeat: int = 1) -> Tensor:
@@ -222,14 +244,17 @@ class SpikingBlock(nn.Module):
         currents, inputs = delayed(currents, rules.delay), delayed(inputs, rules.delay)
         unit = drive.unit
         layer_device = device.layer(self.name, unit, tuple(currents.shape[2:])) if device else None
-        recurrent, sources = None, None
+        recurrent, sources, second = None, None, None
         if self.recurrent is not None:
-            recurrent, rec_weight = self.recurrent_input(device, unit, layer_device)
+            recurrent, rec_weight, rec_shift = self.recurrent_input(device, unit, layer_device)
         if per_source:
             if self.recurrent is not None and rec_weight is None:
                 raise NeurosimError(f"{self.name}: per_source delivery needs a recurrent shift >= 0")
             sources = (inputs, drive.weight, rec_weight if self.recurrent is not None else None)
-        spikes = self.node(currents, layer_device, drive.bias, recurrent, sources)
+        if self.synapse2 is not None:
+            second = self.second_drive(device, unit, layer_device, inputs, in_gain, per_source,
+                                       rec_shift if self.recurrent2 is not None else None)
+        spikes = self.node(currents, layer_device, drive.bias, recurrent, sources, second)
         recorded = (x.detach(), spikes.detach()) if self.record else (None, None)
         self.recorded_input, self.recorded_spikes = recorded
         out = spikes
@@ -238,6 +263,21 @@ class SpikingBlock(nn.Module):
         if self.dropout is not None:
             out = self.dropout(out)
         return out
+
+    def second_drive(self, device: DeviceHook | None, unit: Tensor | float, layer_device: LayerDevice | None,
+                     inputs: Tensor, in_gain: Tensor | None, per_source: bool, rec_shift: int | None) -> SecondDrive:
+        """The second synaptic state's input (:class:`~neurosim.nn.neuron.SecondDrive`) for the
+        layer's inputs ``[T, batch, in]`` as the chip realises them (delayed, quantized): the
+        weights on the first state's weight step, ``W_rec2`` on the first's recurrent shift."""
+        weight = self.synapse2.weight if in_gain is None else self.synapse2.weight * in_gain
+        if device is not None:
+            weight = device.synapse2(self.name, weight)
+        recurrent, rec_weight = None, None
+        if self.recurrent2 is not None:
+            recurrent, rec_weight, _ = self.recurrent_input(device, unit, layer_device, second=True, shift=rec_shift)
+        if per_source:
+            return SecondDrive(weight=weight, rec_weight=rec_weight)
+        return SecondDrive(currents=F.linear(inputs, weight), recurrent=recurrent)
 
     def pool_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-sample shape after pooling."""

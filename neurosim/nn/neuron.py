@@ -44,6 +44,7 @@ class LIFState(NamedTuple):
     v: Tensor
     i: Tensor | None = None
     refractory: Tensor | None = None
+    i2: Tensor | None = None  # the second synaptic state (Xylo's syn 2), where the layer has one
 
 
 class StepParameters(NamedTuple):
@@ -60,6 +61,7 @@ class StepParameters(NamedTuple):
     max_spikes: int = 1  # spikes per step (soft reset): counts n = min(max_spikes, floor(u / theta))
     synapse_update: str = "decay_then_add"  # or add_then_decay: i = decay(fit(i + I))
     membrane_update: str = "sum"  # or increment (xylosim's dv update)
+    alpha2: Tensor | float | None = None  # the second synaptic state's decay (None: no second state)
 
 
 class Sources(NamedTuple):
@@ -71,6 +73,18 @@ class Sources(NamedTuple):
     x: Tensor
     weight: Tensor
     rec_x: Tensor | None = None
+    rec_weight: Tensor | None = None
+
+
+class SecondDrive(NamedTuple):
+    """The input of a layer's second synaptic state (Xylo's syn 2) over all steps: ``currents``
+    ``W2 x`` ``[T, batch, out]`` in state units and ``recurrent(s) = W_rec2 s[t-1]`` (or None),
+    or for ``accumulate: per_source`` the weights in state units ``weight`` ``[out, in]`` and
+    ``rec_weight`` ``[out, out]`` (or None), delivered source by source on the first state's inputs."""
+
+    currents: Tensor | None = None
+    recurrent: Callable[[Tensor], Tensor] | None = None
+    weight: Tensor | None = None
     rec_weight: Tensor | None = None
 
 
@@ -92,29 +106,38 @@ def reset_term(u: Tensor, s: Tensor, p: StepParameters) -> Tensor:
 def lif_step(state: LIFState, current: Tensor | Sources, p: StepParameters, surrogate: Surrogate,
              arithmetic: FloatArithmetic | FixedArithmetic = FloatArithmetic(),
              noise: Tensor | None = None, dead: Tensor | None = None,
-             bias: Tensor | None = None) -> tuple[Tensor, LIFState, Tensor]:
+             bias: Tensor | None = None, current2: Tensor | Sources | None = None,
+             ) -> tuple[Tensor, LIFState, Tensor]:
     """One time step of DESIGN.md §2 under the chip's step rules; returns the spikes (0/1, or
     counts up to ``p.max_spikes``), the next state and the potential ``u[t]`` before the reset.
     ``current`` is the step's synaptic input in state units, or its :class:`Sources`; ``bias``
-    joins the membrane."""
-    i = None
+    joins the membrane. With ``p.alpha2`` the neuron has a second synaptic state ``i2`` fed by
+    ``current2`` (None: no input this step), updated by the same rules as ``i``; the membrane
+    takes ``i + i2`` (the engine's, and xylosim's ``i_syn + i_syn2``)."""
+    i = i2 = None
 
-    def deliver(value: Tensor) -> Tensor:  # state + this step's input, with the synapse format
-        if isinstance(current, Sources):
-            value = arithmetic.add_sources(value, current.x, current.weight)
-            if current.rec_x is not None:
-                value = arithmetic.add_sources(value, current.rec_x, current.rec_weight)
+    def deliver(value: Tensor, drive: Tensor | Sources | None) -> Tensor:
+        """state + this step's input, with the synapse format"""
+        if isinstance(drive, Sources):
+            value = arithmetic.add_sources(value, drive.x, drive.weight)
+            if drive.rec_x is not None:
+                value = arithmetic.add_sources(value, drive.rec_x, drive.rec_weight)
             return value
-        return arithmetic.fit_synapse(value + current)
+        return arithmetic.fit_synapse(value if drive is None else value + drive)
+
+    def update(held: Tensor, drive: Tensor | Sources | None, alpha: Tensor | float) -> Tensor:
+        if p.synapse_update == "add_then_decay":
+            return arithmetic.synapse_decay(deliver(held, drive), alpha)
+        return deliver(arithmetic.synapse_decay(held, alpha), drive)
 
     if p.alpha is not None:
-        if p.synapse_update == "add_then_decay":
-            i = arithmetic.synapse_decay(deliver(state.i), p.alpha)
-        else:
-            i = deliver(arithmetic.synapse_decay(state.i, p.alpha))
+        i = update(state.i, current, p.alpha)
         current = i
+        if p.alpha2 is not None:
+            i2 = update(state.i2, current2, p.alpha2)
+            current = i + i2
     elif isinstance(current, Sources):
-        current = deliver(torch.zeros_like(state.v))
+        current = deliver(torch.zeros_like(state.v), current)
     decayed = arithmetic.decay(state.v, p.beta)
     if p.membrane_update == "increment":
         u = arithmetic.membrane_increment(state.v, decayed, current if noise is None else current + noise, bias)
@@ -143,7 +166,7 @@ def lif_step(state: LIFState, current: Tensor | Sources, p: StepParameters, surr
     if refractory is not None:
         refractory = torch.where(s.detach() > 0, torch.full_like(refractory, p.refractory),
                                  (refractory - 1).clamp(min=0))
-    return s, LIFState(v, i, refractory), u
+    return s, LIFState(v, i, refractory, i2), u
 
 
 class _FusedLIF(torch.autograd.Function):
@@ -273,7 +296,9 @@ class LIFNode(nn.Module):
     """A layer of LIF (or IF, ``beta = 1``) neurons over ``[T, batch, ...]`` currents.
 
     Options: ``reset`` hard | soft, ``reset_grad`` detach | full | clip (default: clip for hard,
-    full for soft), ``synapse_decay`` alpha for a current-based synapse, ``refractory`` steps,
+    full for soft), ``synapse_decay`` alpha for a current-based synapse, ``synapse_decay2`` the
+    nominal decay of a second synaptic state (Xylo's syn 2, needs ``synapse_decay``; chip variation
+    does not touch it, as in the engine), ``refractory`` steps,
     ``learn_beta`` / ``learn_threshold`` (per-layer scalars), ``v_init`` ("zero" or "mp_init":
     seed 004's running mean of the final potential of neurons that fired, EMA 0.9/0.1).
     """
@@ -281,8 +306,11 @@ class LIFNode(nn.Module):
     def __init__(self, beta: float = 0.5, threshold: float = 1.0, v_reset: float = 0.0,
                  reset: str = "hard", reset_grad: str | None = None, surrogate: Surrogate | None = None,
                  synapse_decay: float | None = None, refractory: int = 0, learn_beta: bool = False,
-                 learn_threshold: bool = False, v_init: str = "zero") -> None:
+                 learn_threshold: bool = False, v_init: str = "zero", synapse_decay2: float | None = None) -> None:
         super().__init__()
+        if synapse_decay2 is not None and (synapse_decay is None or not 0 < synapse_decay2 <= 1):
+            raise ValueError(f"synapse_decay2 = {synapse_decay2}: a second synaptic state needs a current-based "
+                             "neuron (synapse_decay) and a decay in (0, 1]")
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         reset_grad = reset_grad or ("clip" if reset == "hard" else "full")
@@ -300,6 +328,7 @@ class LIFNode(nn.Module):
         self.threshold = nn.Parameter(theta_t) if learn_threshold else nn.Buffer(theta_t)
         self.register_buffer("v_reset", torch.tensor(float(v_reset)))
         self.register_buffer("synapse_decay", None if synapse_decay is None else torch.tensor(float(synapse_decay)))
+        self.register_buffer("synapse_decay2", None if synapse_decay2 is None else torch.tensor(float(synapse_decay2)))
         self.register_buffer("mp_init", torch.tensor(0.0))
         self.record = False  # keep membrane potentials for PDA (seed 002)
         self.recorded_potentials: list[Tensor] = []
@@ -316,16 +345,19 @@ class LIFNode(nn.Module):
         if self.v_init == "mp_init":
             v = v + device.arithmetic.to_units(self.mp_init.to(like.dtype), device.unit)
         i = torch.zeros_like(v) if self.synapse_decay is not None else None
+        i2 = torch.zeros_like(v) if self.synapse_decay2 is not None else None
         ref = torch.zeros(shape, dtype=torch.int64, device=like.device) if self.refractory else None
-        return LIFState(v, i, ref)
+        return LIFState(v, i, ref, i2)
 
     def step_parameters(self, device: LayerDevice) -> StepParameters:
-        """Nominal parameters mapped through the chip (variation, integer units)."""
+        """Nominal parameters mapped through the chip (variation, integer units); the second
+        synaptic state's decay stays nominal."""
         beta = self.beta.clamp(0, 1)
         alpha = None if self.synapse_decay is None else device.alpha(self.synapse_decay)
         return StepParameters(device.beta(beta), device.threshold(self.threshold), device.v_reset(self.v_reset),
                               alpha, self.reset, self.reset_grad, self.refractory, device.unit,
-                              device.max_spikes, device.synapse_update, device.membrane_update)
+                              device.max_spikes, device.synapse_update, device.membrane_update,
+                              self.synapse_decay2)
 
     def fusable(self, device: LayerDevice | None) -> bool:
         """True when the fused all-steps node (:class:`_FusedLIF`) computes this layer: the ideal
@@ -339,14 +371,18 @@ class LIFNode(nn.Module):
 
     def forward(self, currents: Tensor, device: LayerDevice | None = None, bias: Tensor | None = None,
                 recurrent: Callable[[Tensor], Tensor] | None = None,
-                sources: tuple[Tensor, Tensor, Tensor | None] | None = None) -> Tensor:
+                sources: tuple[Tensor, Tensor, Tensor | None] | None = None,
+                second: SecondDrive | None = None) -> Tensor:
         """Spikes ``[T, batch, ...]`` (0/1, or counts with ``max_spikes > 1``) for input currents
         ``[T, batch, ...]`` in state units. ``bias`` (state units) joins the membrane every step;
         ``recurrent(s)`` is the synaptic input ``W_rec s[t-1]`` of the previous step's spikes
         (``s[-1] = 0``); ``sources = (x, weight, recurrent weight or None)`` (inputs
         ``[T, batch, in]``, weights in state units ``[out, in]`` and ``[out, out]``) delivers each
-        step source by source (``accumulate: per_source``) instead of ``currents``."""
-        if bias is None and recurrent is None and sources is None and self.fusable(device):
+        step source by source (``accumulate: per_source``) instead of ``currents``; ``second`` is the
+        input of the second synaptic state (with ``sources``, its per-source weights)."""
+        if second is not None and self.synapse_decay2 is None:
+            raise ValueError("input for a second synaptic state, but the neuron has no synapse_decay2")
+        if bias is None and recurrent is None and sources is None and second is None and self.fusable(device):
             return self._fused_forward(currents)
         device = device or LayerDevice.ideal()
         p = self.step_parameters(device)
@@ -370,8 +406,18 @@ class LIFNode(nn.Module):
                 drive = Sources(inputs[t], sources[1], previous if rec else None, sources[2])
             elif recurrent is not None:
                 drive = current + recurrent(previous)
+            drive2: Tensor | Sources | None = None
+            if second is not None:
+                if sources is not None:  # the same sources in the same order, onto the second state's weights
+                    rec2 = second.rec_weight is not None
+                    drive2 = Sources(inputs[t], second.weight, previous if rec2 else None, second.rec_weight)
+                else:
+                    drive2 = second.currents[t] if second.currents is not None else None
+                    if second.recurrent is not None:
+                        rec = second.recurrent(previous)
+                        drive2 = rec if drive2 is None else drive2 + rec
             s, state, u = lif_step(state, drive, step_p, self.surrogate, device.arithmetic, noise,
-                                   device.dead, bias)
+                                   device.dead, bias, drive2)
             spikes.append(s)
             previous = s
             if self.record:

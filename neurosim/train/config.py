@@ -47,6 +47,9 @@ class NeuronConfig(_Section):
     v_init: Literal["zero", "mp_init"] = "zero"
     learn_threshold: bool = False
     learn_beta: bool = False
+    synapse_decay2: float | None = Field(default=None, gt=0, le=1)
+    """A second synaptic state per hidden neuron with this decay (Xylo's syn 2): current-based
+    profiles and dense layers only."""
 
 
 class GradScalingConfig(_Section):

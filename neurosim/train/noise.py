@@ -71,6 +71,8 @@ class ChipContext:
         self.count_events = count_events and self.fixed
         self.events: dict[str, Tensor] = {}
         """Saturation/wrap events per layer in this forward (with ``count_events``)."""
+        self.weight_steps: dict[str, Tensor] = {}
+        """The weight step each layer's last :meth:`synapse` call chose (for :meth:`synapse2`)."""
 
     def _variation(self, name: str) -> LayerVariation | None:
         if self.chips is None:
@@ -99,6 +101,7 @@ class ChipContext:
             in_step = quant.input_step(num)
             x = fake_quantize(x, in_step, quant.input_bits(num))
         w_step = quant.weight_step(weight, num, threshold, in_step)
+        self.weight_steps[name] = w_step
         codes = fake_quantize(weight, w_step, num.weight_bits)
         if var is not None and var.stuck is not None:
             q_max = fp.int_range(num.weight_bits)[1]
@@ -110,15 +113,31 @@ class ChipContext:
             codes = codes * float(1 << num.activation_shift)
         return x, codes, bias, unit
 
-    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float) -> tuple[Tensor, int, int]:
+    def synapse2(self, name: str, weight: Tensor) -> Tensor:
+        """The second synaptic state's weights (Xylo's syn 2) in state units: on a fixed-point chip
+        their codes on the weight step of layer ``name``'s first weights (:meth:`synapse`, called
+        before in the same forward), times ``2^activation_shift``; in float the weights. Mismatch
+        and stuck weights are not sampled for them (the engine applies faults to the first)."""
+        if not self.fixed:
+            return weight
+        num = self.profile.numerics
+        if name not in self.weight_steps:
+            raise NeurosimError(f"{name}: the second synaptic state's weights need the layer's first weights "
+                                "quantized first")
+        codes = fake_quantize(weight, self.weight_steps[name], num.weight_bits)
+        return codes * float(1 << num.activation_shift) if num.activation_shift else codes
+
+    def recurrent(self, name: str, weight: Tensor, unit: Tensor | float,
+                  shift: int | None = None) -> tuple[Tensor, int, int]:
         """Recurrent weights ``[out, out]`` as the chip realises them: on a fixed-point chip the
         codes in units of ``unit * 2^(activation_shift + shift)``
-        (:func:`quantization.recurrent_shift`), the shift, and the activation shift; in float
-        the weights (mismatch is not sampled for them), 0, 0."""
+        (:func:`quantization.recurrent_shift`, or the given ``shift``: the second synaptic state's
+        ``W_rec2`` takes the first's), the shift, and the activation shift; in float the weights
+        (mismatch is not sampled for them), 0, 0."""
         if not self.fixed:
             return weight, 0, 0
         num = self.profile.numerics
-        shift = quant.recurrent_shift(weight, unit, num)
+        shift = quant.recurrent_shift(weight, unit, num) if shift is None else shift
         codes = fake_quantize(weight, quant.recurrent_step(unit, shift, num), num.weight_bits)
         return codes, shift, num.activation_shift
 

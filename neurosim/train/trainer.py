@@ -52,15 +52,20 @@ CHECKPOINT_FORMAT = 1
 
 
 def neuron_options(config: TrainConfig, profile: DeviceProfile) -> NeuronOptions:
-    """Neuron settings: the config's where given, else the profile's neuron model."""
+    """Neuron settings: the config's where given, else the profile's neuron model. A second
+    synaptic state (``neuron.synapse_decay2``) needs a current-based profile (ConfigError)."""
     n, p = config.neuron, profile.neuron
+    if n.synapse_decay2 is not None and not profile.is_current_based:
+        raise ConfigError(f"neuron.synapse_decay2: profile {profile.name}'s neurons are not current-based; a second "
+                          "synaptic state needs a profile with neuron.synapse_decay")
     return NeuronOptions(
         beta=n.beta if n.beta is not None else profile.beta,
         threshold=n.threshold if n.threshold is not None else p.v_threshold,
         v_reset=n.v_reset if n.v_reset is not None else p.v_reset,
         reset=n.reset or p.reset, reset_grad=n.reset_grad, synapse_decay=p.synapse_decay,
         refractory=p.refractory, learn_beta=n.learn_beta, learn_threshold=n.learn_threshold,
-        v_init=n.v_init, surrogate=n.surrogate, surrogate_params=dict(n.surrogate_params))
+        v_init=n.v_init, surrogate=n.surrogate, surrogate_params=dict(n.surrogate_params),
+        synapse_decay2=n.synapse_decay2)
 
 
 def readout_beta(profile: DeviceProfile) -> float:
