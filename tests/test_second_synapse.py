@@ -28,7 +28,7 @@ from neurosim.train.config import config_from_data
 from neurosim.train.trainer import build_for, neuron_options, readout_beta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_chip_rules import SmoothSigmoid, forward_recorded, parity  # noqa: E402
+from test_chip_rules import SmoothSigmoid, parity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
