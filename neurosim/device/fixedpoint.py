@@ -267,13 +267,16 @@ def add_per_source(state: Tensor, x: Tensor, weight: Tensor, bits: int, overflow
     differs from the sum only where a partial sum leaves the range, so the sources are added one
     by one only when, for some neuron, the state plus all positive (or all negative)
     contributions would leave it. ``observe`` sees each raw value that is fitted."""
-    up, down = weight.clamp(min=0).transpose(-1, -2), weight.clamp(max=0).transpose(-1, -2)
-    positive = x.clamp(min=0) @ up + x.clamp(max=0) @ down
-    negative = x.clamp(min=0) @ down + x.clamp(max=0) @ up
+    total = x @ weight.transpose(-1, -2)
     lo, hi = fit_range(bits, overflow)
-    if overflow in ("wrap", "wrap_high") or (bool(((state + negative) >= lo).all())
-                                              and bool(((state + positive) <= hi).all())):
-        return fit_observed(state + positive + negative, bits, overflow, observe)
+    if overflow in ("wrap", "wrap_high"):
+        return fit_observed(state + total, bits, overflow, observe)
+    # the sums of the positive and of the negative contributions c, doubled: 2 max(c, 0) = |c| + c
+    # and 2 min(c, 0) = c - |c|, with |c| = |x| |w|
+    spread = x.abs() @ weight.abs().transpose(-1, -2)
+    twice = 2 * state + total
+    if bool((twice - spread >= 2 * lo).all()) and bool((twice + spread <= 2 * hi).all()):
+        return fit_observed(state + total, bits, overflow, observe)
     for j in range(x.shape[-1]):
         state = fit_observed(state + x[..., j:j + 1] * weight[..., j].unsqueeze(-2), bits, overflow, observe)
     return state

@@ -61,6 +61,14 @@ class LayerCounts:
     neuron_updates: Tensor
     saturations: Tensor
 
+    @staticmethod
+    def start(chips: int, synaptic_ops: Tensor, neuron_updates: int) -> LayerCounts:
+        """The counts of a layer before its steps run: its synaptic operations (the same on every
+        chip) and neuron updates known, no spikes or saturations yet."""
+        zeros = torch.zeros(chips, dtype=torch.float64)
+        return LayerCounts(zeros, synaptic_ops.expand(chips).clone(),
+                           torch.full((chips,), float(neuron_updates), dtype=torch.float64), zeros.clone())
+
     def add(self, other: LayerCounts) -> None:
         """Accumulate ``other`` into these counts."""
         for name in ("spikes", "synaptic_ops", "neuron_updates", "saturations"):
@@ -517,9 +525,7 @@ class IntegerEngine:
         batch_size = signal.shape[2]
         shape = (chips, batch_size, *spec.output_shape)
         ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
-        c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
-                        torch.full((chips,), float(steps * batch_size * math.prod(spec.output_shape)),
-                                   dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        c = LayerCounts.start(chips, ops, steps * batch_size * math.prod(spec.output_shape))
         if layer.weight2 is not None:  # every input also reaches the second synaptic state's weights
             c.synaptic_ops += ops
         syn_bits, syn_overflow = num.synapse_bits, num.synapse_overflow or num.overflow
@@ -561,8 +567,9 @@ class IntegerEngine:
         traces = {"v": torch.empty((steps, *shape), dtype=torch.int64)} if record_states else None
         if traces is not None:
             traces.update({name: torch.empty((steps, *shape), dtype=torch.int64) for name in ("i", "i2")[:len(synapses)]})
+        sources = signal.flatten(3).to(dtype) if layer.per_source else None  # [L, P, batch, in], converted once
         for t in range(steps):
-            x = signal[t if signal.shape[0] > 1 else 0].flatten(2).to(dtype) if layer.per_source else None
+            x = sources[t if sources.shape[0] > 1 else 0] if sources is not None else None
             for k, (decay, inputs, recurrent) in enumerate(synapses):
                 state = i_syn[k] if add_first else decay(i_syn[k])
                 if layer.per_source:  # each source's weights in turn, saturating after each (xylosim)
@@ -662,9 +669,7 @@ class IntegerEngine:
         if layer.bias is not None:
             currents = currents + layer.bias
         ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
-        c = LayerCounts(torch.zeros(chips, dtype=torch.float64), ops.expand(chips).clone(),
-                        torch.full((chips,), float(steps * currents.shape[2] * currents.shape[3]),
-                                   dtype=torch.float64), torch.zeros(chips, dtype=torch.float64))
+        c = LayerCounts.start(chips, ops, steps * currents.shape[2] * currents.shape[3])
         shape = (chips, *currents.shape[2:])
         u = torch.zeros(shape, dtype=layer.state_dtype)
         total = torch.zeros(shape, dtype=layer.state_dtype)

@@ -336,6 +336,15 @@ def xylo_rule_differences(profile: DeviceProfile) -> list[str]:
     return diffs
 
 
+def _dash(beta: float, fmt, where: str, what: str) -> int:
+    """Xylo's ``dash`` of a decay ``beta``: the shift whose ``1 - 2^-dash`` is exactly ``beta``,
+    within :data:`DASH_RANGE`; :class:`ExportError` naming ``where`` and ``what`` otherwise."""
+    dash = int(quant.decay_factor(beta, fmt))
+    if abs(float(quant.realised_decay(beta, fmt)) - beta) > 1e-9 or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
+        raise ExportError(f"{where}: {what}: decay {beta:g} is not 1 - 2^-dash with dash in {list(DASH_RANGE)}")
+    return dash
+
+
 def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.ndarray]:
     """A layer's Xylo neuron codes ``[n]``: threshold (as the engine derives it from the float
     threshold and the state unit), bias, dash_mem and dash_syn."""
@@ -358,10 +367,7 @@ def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.
         if beta is None or beta >= 1:
             raise ExportError(f"{where}: {'no synaptic state' if beta is None else 'no decay (beta 1)'}: Xylo's "
                               f"neurons are current-based and decay by dash in {list(DASH_RANGE)}")
-        dash = int(quant.decay_factor(beta, fmt))
-        if abs(float(quant.realised_decay(beta, fmt)) - beta) > 1e-9 or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
-            raise ExportError(f"{where}: {what}: decay {beta:g} is not 1 - 2^-dash with dash in {list(DASH_RANGE)}")
-        dashes[what] = np.full(n, dash, dtype=np.int64)
+        dashes[what] = np.full(n, _dash(beta, fmt, where, what), dtype=np.int64)
     bias = np.zeros(n, dtype=np.int64) if layer.bias is None else layer.bias.numpy().astype(np.int64)
     return {"threshold": np.full(n, int(threshold.reshape(-1)[0]), dtype=np.int64), "bias": bias, **dashes}
 
@@ -420,12 +426,7 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
     hid, out = _population(hidden, profile), _population(readout, profile)
     second: dict[str, Any] = {}
     if hidden.synapse_decay2 is not None:
-        beta = hidden.synapse_decay2
-        dash = int(quant.decay_factor(beta, profile.numerics.synapse_decay))
-        if abs(float(quant.realised_decay(beta, profile.numerics.synapse_decay)) - beta) > 1e-9 \
-                or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
-            raise ExportError(f"{hidden.name}: dash_syn2: decay {beta:g} is not 1 - 2^-dash with dash in "
-                              f"{list(DASH_RANGE)}")
+        dash = _dash(hidden.synapse_decay2, profile.numerics.synapse_decay, hidden.name, "dash_syn2")
         second = {"weights_in2": (torch.zeros_like(hidden.weight) if hidden.weight2 is None
                                   else hidden.weight2).numpy().T.astype(np.int64),
                   "weights_rec2": (torch.zeros_like(recurrent) if hidden.recurrent2 is None

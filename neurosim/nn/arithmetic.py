@@ -61,6 +61,14 @@ class FloatArithmetic:
         return x * 2.0 ** shift
 
 
+def _clamped(x: Tensor, bits: int, overflow: str) -> Tensor:
+    """``x`` clamped to what a saturating ``bits``-bit state holds (gradient 1 inside, 0 outside);
+    unchanged under a wrapping rule, whose straight-through gradient is that of ``x``."""
+    if overflow in ("saturate", "saturate_symmetric"):
+        return x.clamp(*fp.fit_range(bits, overflow))
+    return x
+
+
 class FixedArithmetic:
     """Integer states (held in float tensors) with the profile's formats, straight-through grads.
 
@@ -95,11 +103,11 @@ class FixedArithmetic:
         return self._decay(i, alpha, self.numerics.synapse_decay)
 
     def _fit(self, x: Tensor, bits: int, overflow: str) -> Tensor:
-        if self.events is not None:
-            self.events += fp.out_of_range(x.detach(), bits, overflow).sum()
+        observe = self._observer(bits, overflow)
+        if observe is not None:
+            observe(x)
         if overflow in ("saturate", "saturate_symmetric"):
-            lo, hi = fp.fit_range(bits, overflow)
-            return x.clamp(lo, hi)  # exact value; gradient 1 inside the range, 0 outside
+            return _clamped(x, bits, overflow)  # exact value; gradient 1 inside the range, 0 outside
         return straight_through(fp.fit_to_bits(x.detach(), bits, overflow), x)
 
     def fit_membrane(self, u: Tensor) -> Tensor:
@@ -108,8 +116,7 @@ class FixedArithmetic:
 
     def fit_synapse(self, i: Tensor) -> Tensor:
         """Saturate or wrap the synaptic current to ``synapse_bits``."""
-        n = self.numerics
-        return self._fit(i, n.synapse_bits, n.synapse_overflow or n.overflow)
+        return self._fit(i, *self._synapse_format())
 
     def to_units(self, value: Tensor, unit: Tensor | float) -> Tensor:
         """A float quantity in integer state units, rounded half to even (straight-through)."""
@@ -135,11 +142,7 @@ class FixedArithmetic:
         bits, overflow = self._synapse_format()
         exact = fp.add_per_source(state.detach(), x.detach(), weight.detach(), bits, overflow,
                                   self._observer(bits, overflow))
-        lo, hi = fp.fit_range(bits, overflow)
-        proxy = (state + x @ weight.T)
-        if overflow in ("saturate", "saturate_symmetric"):
-            proxy = proxy.clamp(lo, hi)
-        return straight_through(exact, proxy)
+        return straight_through(exact, _clamped(state + x @ weight.T, bits, overflow))
 
     def membrane_increment(self, v: Tensor, decayed: Tensor, current: Tensor, bias: Tensor | None) -> Tensor:
         """xylosim's membrane update (:func:`fixedpoint.membrane_increment`, numerics.membrane_update
@@ -149,9 +152,7 @@ class FixedArithmetic:
                                       None if bias is None else bias.detach(), n.membrane_bits, n.overflow,
                                       self._observer(n.membrane_bits, n.overflow))
         proxy = decayed + current if bias is None else decayed + current + bias
-        if n.overflow in ("saturate", "saturate_symmetric"):
-            proxy = proxy.clamp(*fp.fit_range(n.membrane_bits, n.overflow))
-        return straight_through(exact, proxy)
+        return straight_through(exact, _clamped(proxy, n.membrane_bits, n.overflow))
 
     def shift_sum(self, x: Tensor, shift: int) -> Tensor:
         """:func:`fixedpoint.shift_sum` (``x << shift``, floor ``>>`` below 0), gradient of ``x * 2^shift``."""
