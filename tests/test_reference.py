@@ -88,6 +88,12 @@ def compare(deployment: Deployment, x: np.ndarray, chips=None, batch: int = 0, n
         for layer in deployment.layers:
             assert int(result.counts[layer.name].saturations[c]) == expected["saturations"][layer.name], \
                 f"chip {c}, layer {layer.name}: saturation counts differ"
+    # recording states runs every layer through tensor steps; without it the compiled loop runs
+    # the layers it covers (neurosim.engine.fused): the same spikes, logits and counts
+    compiled = IntegerEngine(deployment, chips, noise=noise).run(torch.from_numpy(x), batch=batch, record=True)
+    assert_same_results(compiled, result)
+    if any(layer.fusable for layer in engine.layers):
+        event("compiled loop")
     # what the example exercised (pytest --hypothesis-show-statistics)
     spikes = sum(int(result.counts[layer.name].spikes.sum()) for layer in deployment.layers[:-1])
     event("spikes" if spikes else "no spikes")
@@ -109,6 +115,20 @@ def compare(deployment: Deployment, x: np.ndarray, chips=None, batch: int = 0, n
                          (deployment.profile.noise.thermal, deployment.profile.noise.v_threshold)):
             event("dynamic noise")
     return result
+
+
+def assert_same_results(got, want) -> None:
+    """Two engine results agree bit for bit: logits, recorded spikes, every count and energy."""
+    assert torch.equal(got.logits, want.logits), "logits differ"
+    assert got.spikes.keys() == want.spikes.keys()
+    for name, spikes in want.spikes.items():
+        assert torch.equal(got.spikes[name], spikes), f"{name}: spikes differ"
+    for name, counts in want.counts.items():
+        for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations"):
+            assert torch.equal(getattr(got.counts[name], what), getattr(counts, what)), f"{name}: {what} differ"
+    assert (got.energy_pj is None) == (want.energy_pj is None)
+    if want.energy_pj is not None:
+        assert torch.equal(got.energy_pj, want.energy_pj), "energy differs"
 
 
 # ------------------------------------------------------------------ random profiles

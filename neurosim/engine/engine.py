@@ -17,8 +17,12 @@ stays below 2^24, float64 below 2^53, else int64 — integer values held exactly
 choice gives the same integers; float32 is simply the fastest on a CPU.
 
 Speed: the sums of a layer run for all time steps in one GEMM or convolution (a static input's
-first layer once), weights are converted once, and a large stack of chips is run in blocks of
-chips whose per-step tensors stay in cache (results equal one pass over all chips).
+first layer once), weights are converted once, and a large stack of chips is run in blocks
+(results equal one pass over all chips). Layers of current-based neurons with one spike a step
+and a saturating float32 membrane run in a compiled loop (:mod:`neurosim.engine.fused`, the same
+integers), and a dense layer whose inputs differ per chip takes chip 0's GEMM plus each other
+chip's input differences: the chips of one profile mostly spike alike. ``fused=False`` runs
+every layer as tensor steps (the tests compare both); recording states also does.
 
 It counts per layer and chip: spikes, synaptic operations (one per spike and target synapse),
 neuron updates, and saturation/wrap events of membrane and synaptic states, and estimates energy
@@ -38,6 +42,7 @@ from torch import Tensor
 from neurosim.device import fixedpoint as fp
 from neurosim.device import quantization as quant
 from neurosim.device.chips import ChipInstances, DynamicNoise, LayerShape, Perturbation
+from neurosim.engine import fused
 from neurosim.errors import NeurosimError
 from neurosim.export.deployment import Deployment, LayerDeployment
 
@@ -102,6 +107,14 @@ def exact_dtype(bound: int) -> torch.dtype:
     return torch.float32 if bound < FLOAT32_EXACT else torch.float64 if bound < FLOAT64_EXACT else torch.int64
 
 
+def _differences_add_up(spec: LayerDeployment, layer: _Layer) -> bool:
+    """A layer's currents are linear in its inputs (chips may differ from chip 0 by the differences
+    of their inputs, :mod:`neurosim.engine.fused`): dense, weights shared by the chips, a gain
+    rather than a flooring right shift, float32 sums and states."""
+    return (spec.kind == "linear" and not layer.per_chip_weight and spec.weight_shift >= 0
+            and layer.sum_dtype == torch.float32 and layer.state_dtype == torch.float32)
+
+
 class _Layer:
     """A deployment layer with its per-chip integer parameters resolved (in the state dtype)."""
 
@@ -109,6 +122,8 @@ class _Layer:
                  n_chips: int, noise_bound: int = 0, max_input: int | None = None) -> None:
         num = deployment.profile.numerics
         self.spec = layer
+        self.fusable = self.by_difference = False  # set below for spiking layers
+        self._difference_weight: Tensor | None = None
         self.act_shift = num.activation_shift
         # per-source accumulation is a dense layer's (Xylo has no convolutions: they add one sum)
         self.per_source = num.accumulate == "per_source" and layer.synapse_decay is not None and layer.kind == "linear"
@@ -146,6 +161,7 @@ class _Layer:
             self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), 2 * membrane + bound,
                                                deployment.timesteps * membrane))
             self._cache_bias()
+            self.by_difference = _differences_add_up(layer, self)
             return
 
         # Per-chip codes follow the training forward's float32 arithmetic where that forward is
@@ -186,6 +202,15 @@ class _Layer:
         self.alive = None if var is None or var.dead is None else \
             (~var.dead).to(state).reshape(n_chips, 1, *layer.output_shape)
         self._cache_bias()
+        # the compiled loop (neurosim.engine.fused) covers current-based neurons with one spike a
+        # step, no refractory period and a saturating membrane, held in float32
+        self.fusable = (state == torch.float32 and self.sum_dtype == torch.float32 and self.synapse_decay is None
+                        and layer.recurrent is None and layer.max_spikes == 1 and not layer.refractory
+                        and num.membrane_update == "sum" and num.overflow in ("saturate", "saturate_symmetric")
+                        and layer.reset in ("hard", "soft") and not layer.readout)
+        # chips as differences from chip 0: a dense layer with shared weights and a gain (no
+        # flooring right shift, which is not linear)
+        self.by_difference = self.fusable and _differences_add_up(layer, self)
 
     def _cache_bias(self) -> None:
         bias = self.spec.bias
@@ -234,6 +259,14 @@ class _Layer:
             weight, shift = (self.weight2 if second else self.weight), self.spec.weight_shift
         return None if weight is None else weight.to(self.state_dtype) * float(1 << (shift + self.act_shift))
 
+    def difference_weight(self) -> Tensor:
+        """``W^T`` times the layer's gain ``2^(weight_shift + activation_shift)`` as float32
+        ``[in, out]``: what one unit more of input ``k`` adds to the currents (the compiled loop's
+        chips-as-differences, :mod:`neurosim.engine.fused`)."""
+        if self._difference_weight is None:
+            self._difference_weight = self.source_weights().to(torch.float32).T.contiguous()
+        return self._difference_weight
+
     def recurrent_current(self, spikes: Tensor, second: bool = False) -> Tensor:
         """``W_rec s[t-1]`` as a current ``[chips, batch, out]`` for spike counts ``[chips, batch, out]``."""
         weight = self.recurrent2 if second else self.recurrent
@@ -257,6 +290,13 @@ class _Layer:
         spec = self.spec
         return count_synaptic_ops(x.transpose(0, 1).flatten(1, 2), spec.kind, tuple(spec.weight.shape),
                                   spec.stride, spec.padding, binary)
+
+
+def _by_difference(layer: _Layer, signal: Tensor) -> bool:
+    """Whether the compiled loops form a layer's per-chip currents from chip 0's
+    (:mod:`neurosim.engine.fused`): a dense layer with shared weights, a non-negative shift and
+    float32 sums, whose inputs ``[L, P, batch, *in]`` differ per chip (P > 1)."""
+    return layer.by_difference and signal.shape[1] > 1 and fused.BY_DIFFERENCE
 
 
 def _events(raw: Tensor, bits: int, overflow: str = "saturate") -> Tensor | float:
@@ -400,7 +440,7 @@ class IntegerEngine:
     """
 
     def __init__(self, deployment: Deployment, chips: ChipInstances | None = None, noise: bool = True,
-                 block: int | None = None) -> None:
+                 block: int | None = None, fused: bool = True) -> None:
         self.deployment = deployment
         self.profile = deployment.profile
         self.numerics = deployment.profile.numerics
@@ -419,6 +459,7 @@ class IntegerEngine:
         for i, layer in enumerate(deployment.layers):  # inputs of later layers: spike counts
             max_input = deployment.layers[i - 1].max_spikes if i else None
             self.layers.append(_Layer(layer, deployment, chips, self.n_chips, self._noise_bound(layer), max_input))
+        self.fused = fused
         self.block = block or self._block_size()
         self._blocks: list[IntegerEngine] | None = None
 
@@ -431,13 +472,20 @@ class IntegerEngine:
             if self.chips is not None and self.n_chips > self.block:
                 with_noise = self.noise is not None
                 ranges = [list(range(i, min(i + self.block, self.n_chips))) for i in range(0, self.n_chips, self.block)]
-                self._blocks = [IntegerEngine(self.deployment, self.chips[r], with_noise, self.block) for r in ranges]
+                self._blocks = [IntegerEngine(self.deployment, self.chips[r], with_noise, self.block, self.fused)
+                                for r in ranges]
         return self._blocks
 
     def _block_size(self) -> int:
-        """Chips per block: their per-step state of the widest layer (batch 128) within about
-        2^18 values, which keeps the elementwise neuron updates in cache."""
+        """Chips per block. Tensor steps: their per-step state of the widest layer (batch 128)
+        within about 2^18 values, which keeps the elementwise neuron updates in cache. Where the
+        compiled loop runs every spiking layer (it keeps each row in cache itself), their uint8
+        spikes of all steps within about 2^24 values (16 MiB): many chips share each layer's
+        reference GEMM, and the buffer stays below the size that glibc maps afresh (page faults)
+        on every allocation."""
         widest = max(math.prod(layer.output_shape) for layer in self.deployment.layers)
+        if self.fused and all(layer.fusable for layer in self.layers[:-1]):
+            return max(1, (1 << 24) // (128 * widest * self.deployment.timesteps))
         return max(1, (1 << 18) // (128 * widest))
 
     def _noise_bound(self, layer: LayerDeployment) -> int:
@@ -519,6 +567,8 @@ class IntegerEngine:
         inputs ``[L, P, batch, *in]`` (L = 1: the same input every step; ``binary``: the inputs
         are the previous layer's spikes). Returns the spikes ``[T, chips, batch, *out]`` (counts,
         after pooling), or for a readout the sum over time of its membrane."""
+        if self.fused and layer.fusable and not readout and not record_states:
+            return self._fused_neurons(layer, signal, steps, batch, result, record, binary)
         spec, num = layer.spec, self.numerics
         chips, dtype = self.n_chips, layer.state_dtype
         signal = _delayed(signal, spec.delay, steps)
@@ -648,6 +698,55 @@ class IntegerEngine:
             spikes = pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
         return spikes
 
+    def _fused_neurons(self, layer: _Layer, signal: Tensor, steps: int, batch: int, result: EngineResult,
+                       record: bool, binary: bool) -> Tensor:
+        """:meth:`_neurons` for a layer the compiled loop covers (:func:`neurosim.engine.fused.run_layer`,
+        the same integers): its currents for all steps in one GEMM or convolution, or for a dense
+        layer whose inputs differ per chip, chip 0's GEMM and the others' differences."""
+        spec, num = layer.spec, self.numerics
+        chips = self.n_chips
+        signal = _delayed(signal, spec.delay, steps)
+        batch_size = signal.shape[2]
+        neurons = math.prod(spec.output_shape)
+        inputs = None
+        if _by_difference(layer, signal):
+            inputs = signal.flatten(3) if signal.dim() > 4 else signal
+            current = layer.currents_over_time(inputs[:, :1])  # chip 0's
+        else:
+            current = layer.currents_over_time(signal)
+        if layer.bias is not None:
+            current = current + layer.bias
+        current = current.reshape(*current.shape[:3], neurons)
+        shape = (batch_size, *spec.output_shape)
+        noise, jitter = ([self._noise(kind, spec, t, shape, batch, torch.float32) for t in range(steps)]
+                         for kind in ("thermal", "v_threshold"))
+        decay = layer.decay
+        lo, hi = fp.fit_range(num.membrane_bits, num.overflow)
+        spikes, stats = fused.run_layer(
+            current, chips=chips, steps=steps, theta=layer.threshold, reset=layer.v_reset, v_init=layer.v_init,
+            factor=decay.factor, keep=decay.keep, alive=layer.alive,
+            decay_kind=fused.DECAY_SHIFT if decay.fmt.kind == "shift" else fused.DECAY_MULTIPLY,
+            toward_zero=decay.fmt.rounding == "toward_zero", nonzero_step=decay.fmt.nonzero_step,
+            decay_bits=decay.fmt.bits or 0, lo=lo, hi=hi, soft_reset=spec.reset == "soft",
+            inputs=inputs, weight_t=None if inputs is None else layer.difference_weight(),
+            noise=None if noise[0] is None else torch.stack(noise).reshape(steps, chips, batch_size, neurons),
+            jitter=None if jitter[0] is None else torch.stack(jitter).reshape(steps, chips, batch_size, neurons))
+        if inputs is not None:  # the loop counted the non-zero inputs: each reaches every output
+            ops = stats[:, 2] * spec.weight.shape[0]
+        else:
+            ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
+        c = LayerCounts.start(chips, ops, steps * batch_size * neurons)
+        c.spikes += stats[:, 0]
+        c.saturations += stats[:, 1]
+        result.counts[spec.name] = c
+        spikes = spikes.reshape(steps, chips, batch_size, *spec.output_shape)
+        if record:
+            result.spikes[spec.name] = spikes.to(torch.int8)
+        if spec.pool:
+            pooled = F.max_pool2d(spikes.flatten(0, 2).to(torch.float32), spec.pool)
+            spikes = pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
+        return spikes
+
     def _noise(self, kind: str, spec: LayerDeployment, step: int, shape: tuple[int, ...], batch: int,
                dtype: torch.dtype) -> Tensor | None:
         if self.noise is None:
@@ -665,10 +764,17 @@ class IntegerEngine:
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
         signal = _delayed(signal, spec.delay, steps)
-        currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
+        if self.fused and _by_difference(layer, signal):  # chip 0's GEMM, the others' differences
+            inputs = signal.flatten(3) if signal.dim() > 4 else signal
+            currents, active = fused.currents_by_difference(layer.currents_over_time(inputs[:, :1]), inputs,
+                                                            layer.difference_weight())
+            currents = currents.to(layer.state_dtype)
+            ops = active * spec.weight.shape[0]
+        else:
+            currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
+            ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         if layer.bias is not None:
             currents = currents + layer.bias
-        ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         c = LayerCounts.start(chips, ops, steps * currents.shape[2] * currents.shape[3])
         shape = (chips, *currents.shape[2:])
         u = torch.zeros(shape, dtype=layer.state_dtype)

@@ -1,0 +1,308 @@
+"""The integer engine's compiled neuron loop: one layer of current-based LIF neurons on many chips.
+
+:func:`run_layer` runs the same step as :meth:`IntegerEngine._neurons` (DESIGN.md §2 with the
+profile's rules: decay by shift or multiply, ``u = fit(decay(v) + I)`` with saturation,
+``s = u >= theta``, hard reset ``v = u - (u - r) s`` or soft reset ``v = u - theta s``) for the
+layers whose rules it covers (:func:`covers`), compiled with numba into one loop per (chip,
+sample) row that keeps the row's membrane in cache across all time steps. Every value is an
+integer held exactly in float32 (the engine picks this kernel only where its state dtype is
+float32), so the results are the same integers as the tensor path's; ``tests/test_fused.py``
+checks that bit for bit on every built-in profile.
+
+**Chips as differences from a reference chip.** Chips of one profile differ by their variation
+only, so their input spikes mostly agree. For a dense layer whose inputs differ per chip, the
+caller passes the reference current ``I_0 = W x_0`` of chip 0 (one GEMM) and the kernel forms
+each chip's current as ``I_c = I_0 + sum over k with x_c[k] != x_0[k] of (x_c[k] - x_0[k]) W[:, k]``:
+the same integers (every partial sum is ``W`` times an input the layer can receive, so it stays
+inside the bound that makes float32 exact), at the cost of the inputs that differ instead of a
+GEMM per chip.
+
+numba is a dependency (``setup.cfg``): it compiles these loops to vectorised machine code; the
+same loop in tensor operations makes a pass over memory per operation and step.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+from torch import Tensor
+
+DECAY_SHIFT, DECAY_MULTIPLY = 0, 1
+BY_DIFFERENCE = sys.byteorder == "little"
+"""Whether chips may be run as differences from chip 0 here (the word views assume little-endian
+byte order)."""
+RESET_HARD, RESET_SOFT = 0, 1
+
+
+BYTE_LOW_BITS = np.uint64(0x0101010101010101)
+
+
+@intrinsic
+def _trailing_zeros(typingctx, word):  # pragma: no cover
+    """Trailing zero bits of a non-zero uint64 (LLVM's ``cttz``, one instruction)."""
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+    return types.uint64(types.uint64), codegen
+
+
+@njit(inline="always")
+def _nonzero_bytes(words, start, stop):  # pragma: no cover
+    """How many bytes of ``words[start:stop]`` (at most 255 words) are not zero: per word, bit 0 of
+    each byte is set if any bit of that byte is, and the eight byte lanes are summed at the end
+    (a loop that vectorises)."""
+    lanes = np.uint64(0)
+    for w in range(start, stop):
+        word = words[w]
+        nonzero = word | (word >> np.uint64(4))
+        nonzero |= nonzero >> np.uint64(2)
+        nonzero |= nonzero >> np.uint64(1)
+        lanes += nonzero & BYTE_LOW_BITS
+    total = 0
+    for j in range(8):
+        total += np.int64((lanes >> np.uint64(8 * j)) & np.uint64(255))
+    return total
+
+
+@njit(inline="always")
+def _difference_current(own, current, words, weight_t, step, c, b):  # pragma: no cover
+    """Chip ``c``'s current ``current[step, 0, b] + sum_k (x_c[k] - x_0[k]) W^T[k]`` (module doc)
+    for inputs given as ``words``: uint64 views of uint8 inputs ``[L, C, B, K / 8]``, so that
+    eight inputs are compared (and their non-zero ones counted) at once, and the differing bytes
+    of a word are found by counting trailing zeros. Returns (non-zero inputs, whether ``own``
+    holds the current): where no input differs the current is chip 0's and ``own`` is left
+    alone."""
+    mine, reference = words[step, c, b], words[step, 0, b]
+    active = 0
+    differ = np.uint64(0)
+    for start in range(0, mine.shape[0], 255):
+        active += _nonzero_bytes(mine, start, min(start + 255, mine.shape[0]))
+    for w in range(mine.shape[0]):
+        differ |= mine[w] ^ reference[w]
+    if differ == 0:
+        return active, False
+    own[:] = current[step, 0, b]
+    for w in range(mine.shape[0]):
+        word, other = mine[w], reference[w]
+        bits = word ^ other
+        while bits != 0:  # each differing byte j (little-endian: input 8 w + j) in turn
+            shift = _trailing_zeros(bits) & np.uint64(56)
+            d = np.float32((word >> shift) & np.uint64(255)) - np.float32((other >> shift) & np.uint64(255))
+            row = weight_t[8 * w + (shift >> np.uint64(3))]
+            for n in range(own.shape[0]):
+                own[n] += d * row[n]
+            bits &= ~(np.uint64(255) << shift)
+    return active, True
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _currents_rows(current, words, weight_t, out, active):  # pragma: no cover
+    """Every chip's currents ``out`` ``[L, C, B, N]`` from chip 0's ``current`` ``[L, 1, B, N]``
+    and the inputs ``[L, C, B, K]`` (:func:`_difference_current`); ``active`` ``[C, B]`` gets
+    the non-zero inputs."""
+    steps, chips, batch = out.shape[0], out.shape[1], out.shape[2]
+    for row in prange(chips * batch):
+        c = row // batch
+        b = row % batch
+        total = 0
+        for step in range(steps):
+            own = out[step, c, b]
+            count, differs = _difference_current(own, current, words, weight_t, step, c, b)
+            if not differs:
+                own[:] = current[step, 0, b]
+            total += count
+        active[c, b] = total
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
+def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, alive, noise, jitter,  # pragma: no cover
+              decay_kind, toward_zero, nonzero_step, decay_scale, lo, hi, reset_kind, spikes, stats):
+    """The compiled loop (numba; arrays are numpy views of the caller's tensors).
+
+    current ``[L, P, B, N]`` float32 currents in state units (P = 1: shared by all chips, or the
+    reference chip's when ``inputs`` is given); inputs ``[L, C, B, K]`` and weight_t ``[K, N]``
+    (empty when unused): per-chip inputs (uint8, ``words``: as uint64) and ``W^T`` times the
+    layer's gain; theta, reset,
+    factor, keep, alive ``[1 | C, N]``; v_init ``[N]``; noise, jitter ``[T, C, B, N]`` or empty;
+    spikes ``[T, C, B, N]`` uint8 (written); stats ``[C, B, 3]`` (written): spikes, membrane
+    saturations, non-zero inputs (only counted with ``inputs``).
+
+    The neuron loop has no branches (selects only, integer counters), so that it vectorises;
+    noise and jitter are added to row buffers first.
+    """
+    steps, chips, batch, neurons = spikes.shape
+    n_current, n_sources = current.shape[0], current.shape[1]
+    with_inputs = words.shape[0] > 0
+    with_noise = noise.shape[0] > 0
+    with_jitter = jitter.shape[0] > 0
+    shift = decay_kind == DECAY_SHIFT
+    hard = reset_kind == RESET_HARD
+    # a shift decay rounding down, without a minimum step, on every neuron
+    plain = shift and not toward_zero and not nonzero_step and decay_scale == 1.0
+    for row in prange(chips * batch):
+        c = row // batch
+        b = row % batch
+        p = c if n_sources > 1 else 0
+        th_row = theta[c if theta.shape[0] > 1 else 0]
+        r_row = reset[c if reset.shape[0] > 1 else 0]
+        f_row = factor[c if factor.shape[0] > 1 else 0]
+        k_row = keep[c if keep.shape[0] > 1 else 0]
+        plain_row = plain and not np.any(k_row)
+        a_row = alive[c if alive.shape[0] > 1 else 0]
+        v = v_init.copy()
+        own = np.empty(neurons, np.float32)
+        noisy = np.empty(neurons, np.float32)
+        step_theta = np.empty(neurons, np.float32)
+        fired = 0
+        saturated = 0
+        active = 0
+        differs = False
+        for t in range(steps):
+            step = t if n_current > 1 else 0
+            row_current = current[step, p, b]
+            if with_inputs:
+                if t == 0 or n_current > 1:  # a static input's current is the same every step
+                    count, differs = _difference_current(own, current, words, weight_t, step, c, b)
+                    active += count * (steps if n_current == 1 else 1)
+                if differs:
+                    row_current = own
+            if with_noise:
+                for n in range(neurons):
+                    noisy[n] = row_current[n] + noise[t, c, b, n]
+                row_current = noisy
+            row_theta = th_row
+            if with_jitter:
+                for n in range(neurons):
+                    step_theta[n] = th_row[n] + jitter[t, c, b, n]
+                row_theta = step_theta
+            out = spikes[t, c, b]
+            if plain_row:  # the common rule, written out without its options' selects (twice as fast)
+                fired_now = np.float32(0.0)
+                saturated_now = np.float32(0.0)
+                for n in range(neurons):
+                    x = v[n]
+                    raw = x - np.floor(x * f_row[n]) + row_current[n]
+                    u = min(max(raw, lo), hi)
+                    saturated_now += np.float32(1.0) if raw != u else np.float32(0.0)
+                    threshold = row_theta[n]
+                    s = (np.float32(1.0) if u >= threshold else np.float32(0.0)) * a_row[n]
+                    fired_now += s
+                    out[n] = np.uint8(s)
+                    lost = u - r_row[n] if hard else threshold
+                    v[n] = u - lost * s
+                fired += np.int64(fired_now)
+                saturated += np.int64(saturated_now)
+                continue
+            for n in range(neurons):
+                x = v[n]
+                scaled = x * f_row[n] * decay_scale
+                shifted = np.trunc(scaled) if toward_zero else np.floor(scaled)
+                shifted = np.sign(x) if nonzero_step and shifted == 0.0 else shifted
+                decayed = x - shifted if shift else shifted
+                decayed = x if k_row[n] != 0.0 else decayed
+                raw = decayed + row_current[n]
+                saturated += (raw < lo) | (raw > hi)
+                u = min(max(raw, lo), hi)
+                threshold = row_theta[n]
+                s = (np.float32(1.0) if u >= threshold else np.float32(0.0)) * a_row[n]
+                fired += np.int32(s)
+                out[n] = np.uint8(s)
+                lost = u - r_row[n] if hard else threshold
+                v[n] = u - lost * s
+        stats[c, b, 0] = fired
+        stats[c, b, 1] = saturated
+        stats[c, b, 2] = active
+
+
+def _per_neuron(value: Tensor, neurons: int) -> Tensor:
+    """A scalar, ``[*out]`` or per-chip ``[C, 1, *out]`` parameter as a contiguous float32
+    ``[1 | C, N]``."""
+    value = value.to(torch.float32)
+    if value.numel() in (1, neurons):
+        return value.reshape(1, -1).expand(1, neurons).contiguous()
+    return value.reshape(value.shape[0], -1).expand(-1, neurons).contiguous()
+
+
+def _sources(inputs: Tensor, weight_t: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``[L, C, B, K]`` as the loops read them: uint8 spike counts (a quarter of float32's
+    memory traffic), zero-padded to whole 8-byte words and viewed as uint64 (byte j of word w
+    is input 8 w + j on a little-endian machine, :data:`BY_DIFFERENCE`), and ``W^T`` padded to match."""
+    if inputs.dtype != torch.uint8:
+        if inputs.numel() and (float(inputs.min()) < 0 or float(inputs.max()) > 255):
+            raise ValueError("inputs compared by difference must be spike counts within 0..255")
+        inputs = inputs.to(torch.uint8)
+    pad = -inputs.shape[-1] % 8
+    if pad:
+        inputs = torch.nn.functional.pad(inputs, (0, pad))
+        weight_t = torch.nn.functional.pad(weight_t, (0, 0, 0, pad))
+    return inputs.contiguous().numpy().view(np.uint64), weight_t.to(torch.float32).contiguous().numpy()
+
+
+class _Threads:
+    """numba's thread count set to torch's for the duration of a call (the 2-thread benchmarks,
+    ``torch.set_num_threads`` in user code)."""
+
+    def __enter__(self) -> None:
+        self.previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc) -> None:
+        numba.set_num_threads(self.previous)
+
+
+def currents_by_difference(current: Tensor, inputs: Tensor, weight_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Every chip's currents ``[L, C, B, N]`` (float32) of a dense layer from chip 0's
+    ``current`` ``[L, 1, B, N]``, the per-chip ``inputs`` ``[L, C, B, K]`` and ``weight_t``
+    ``[K, N]`` (``W^T`` times the layer's gain): the same integers as a GEMM per chip (module
+    doc). Also returns each chip's non-zero inputs ``[C]`` (float64)."""
+    steps, chips, batch = inputs.shape[:3]
+    out = torch.empty((steps, chips, batch, current.shape[-1]), dtype=torch.float32)
+    active = torch.zeros((chips, batch), dtype=torch.float64)
+    with _Threads():
+        _currents_rows(current.to(torch.float32).contiguous().numpy(), *_sources(inputs, weight_t), out.numpy(),
+                       active.numpy())
+    return out, active.sum(1)
+
+
+def run_layer(current: Tensor, *, chips: int, steps: int, theta: Tensor, reset: Tensor, v_init: Tensor,
+              factor: Tensor, keep: Tensor | None, alive: Tensor | None, decay_kind: int, toward_zero: bool,
+              nonzero_step: bool, decay_bits: int, lo: float, hi: float, soft_reset: bool,
+              inputs: Tensor | None = None, weight_t: Tensor | None = None, noise: Tensor | None = None,
+              jitter: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Run one layer over ``steps`` time steps on ``chips`` chips; returns spikes
+    ``[T, chips, B, N]`` (uint8 0/1) and per-chip counts ``[chips, 3]`` (float64: spikes,
+    membrane saturations, non-zero inputs when ``inputs`` is given).
+
+    ``current`` ``[L, P, B, N]`` (L = 1 or T, P = 1 or chips) holds the currents in state units
+    (float32 integers); with ``inputs`` ``[L, chips, B, K]`` and ``weight_t`` ``[K, N]`` it is
+    chip 0's and the others' follow from their differing inputs (module doc). ``factor`` is the
+    decay's per-neuron shift ``k`` or multiplier ``d`` and ``keep`` marks neurons that do not
+    decay; ``lo``, ``hi`` the membrane's range under a saturating rule; ``noise`` and ``jitter``
+    ``[T, chips, B, N]`` are thermal noise and threshold jitter in state units."""
+    neurons = current.shape[-1]
+    batch = current.shape[2]
+    spikes = torch.empty((steps, chips, batch, neurons), dtype=torch.uint8)
+    stats = torch.zeros((chips, batch, 3), dtype=torch.float64)
+    if decay_kind == DECAY_SHIFT:  # x * 2^-k; a multiply decay's (x * d) * 2^-bits
+        factor, scale = torch.exp2(-factor.to(torch.float32)), 1.0
+    else:
+        factor, scale = factor.to(torch.float32), 2.0 ** -decay_bits
+    empty = torch.empty(0, 0, 0, 0)
+    sources = (np.empty((0, 0, 0, 0), np.uint64), np.empty((0, 0), np.float32)) if inputs is None \
+        else _sources(inputs, weight_t)
+    args = (_per_neuron(theta, neurons), _per_neuron(reset, neurons),
+            _per_neuron(v_init, neurons)[0].contiguous(), _per_neuron(factor, neurons),
+            torch.zeros(1, neurons) if keep is None else _per_neuron(keep, neurons),
+            torch.ones(1, neurons) if alive is None else _per_neuron(alive, neurons),
+            empty if noise is None else noise.to(torch.float32).contiguous(),
+            empty if jitter is None else jitter.to(torch.float32).contiguous())
+    with _Threads():
+        _lif_rows(current.to(torch.float32).contiguous().numpy(), *sources, *(a.numpy() for a in args), decay_kind, toward_zero, nonzero_step, np.float32(scale),
+                  np.float32(lo), np.float32(hi), RESET_SOFT if soft_reset else RESET_HARD,
+                  spikes.numpy(), stats.numpy())
+    return spikes, stats.sum(1)
