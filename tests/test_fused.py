@@ -158,24 +158,28 @@ def test_layers_outside_the_loop_use_tensor_steps():
     assert IntegerEngine(deployment).layers[0].fusable
 
 
-@pytest.mark.parametrize("inputs_, outputs, steps", [(5, 3, 1), (8, 70, 3), (61, 10, 2), (2100, 4, 1)])
+@pytest.mark.parametrize("inputs_, outputs, steps", [(5, 3, 1), (64, 70, 3), (61, 10, 2), (700, 4, 1)])
 def test_currents_by_difference_equal_a_gemm_per_chip(inputs_, outputs, steps):
-    """Chip 0's currents plus the others' input differences equal W x per chip, for spike counts
-    0..255, inputs that fill no whole 8-byte word and more than 255 words (2,100 inputs)."""
+    """Chip 0's currents plus the others' input differences equal W x per chip, for inputs that
+    fill no whole 64-bit word, exactly one, and many."""
     rng = np.random.default_rng(inputs_)
     chips, batch = 5, 3
-    x = rng.integers(0, 3, (steps, 1, batch, inputs_)).repeat(chips, 1)
+    x = (rng.random((steps, 1, batch, inputs_)) < 0.3).repeat(chips, 1)
     flip = rng.random((steps, chips, batch, inputs_)) < 0.05
     flip[:, 0] = False
-    x[flip] = rng.integers(0, 256, int(flip.sum()))
-    x[:, 3] = 0  # a chip without any input
+    x ^= flip
+    x[:, 3] = False  # a chip without any input
+    x[:, 4] = True  # and one with every input
     weight_t = torch.from_numpy(rng.integers(-127, 128, (inputs_, outputs)).astype(np.float32))
     inputs = torch.from_numpy(x.astype(np.uint8))
     reference = inputs[:, :1].to(torch.float32) @ weight_t
     currents, active = fused.currents_by_difference(reference, inputs, weight_t)
     expected = inputs.to(torch.float64) @ weight_t.to(torch.float64)
     assert torch.equal(currents.to(torch.float64), expected)
-    assert torch.equal(active, (inputs != 0).sum((0, 2, 3)).to(torch.float64))
-    assert float(active[3]) == 0
-    with pytest.raises(ValueError, match="0..255"):
-        fused.currents_by_difference(reference, inputs.to(torch.float32) * 2, weight_t)
+    assert torch.equal(active, inputs.sum((0, 2, 3)).to(torch.float64))
+    assert float(active[3]) == 0 and float(active[4]) == steps * batch * inputs_
+    packed = fused.pack(inputs)
+    assert torch.equal(packed.unpack(), inputs)
+    assert torch.equal(packed.chip(2).unpack(), inputs[:, 2:3])
+    with pytest.raises(ValueError, match="0/1"):
+        fused.pack(inputs * 2)

@@ -112,7 +112,7 @@ def _differences_add_up(spec: LayerDeployment, layer: _Layer) -> bool:
     of their inputs, :mod:`neurosim.engine.fused`): dense, weights shared by the chips, a gain
     rather than a flooring right shift, float32 sums and states."""
     return (spec.kind == "linear" and not layer.per_chip_weight and spec.weight_shift >= 0
-            and layer.sum_dtype == torch.float32 and layer.state_dtype == torch.float32)
+            and layer.binary_inputs and layer.sum_dtype == torch.float32 and layer.state_dtype == torch.float32)
 
 
 class _Layer:
@@ -123,6 +123,7 @@ class _Layer:
         num = deployment.profile.numerics
         self.spec = layer
         self.fusable = self.by_difference = False  # set below for spiking layers
+        self.binary_inputs = max_input == 1  # the previous layer's spikes, at most one a step
         self._difference_weight: Tensor | None = None
         self.act_shift = num.activation_shift
         # per-source accumulation is a dense layer's (Xylo has no convolutions: they add one sum)
@@ -292,11 +293,17 @@ class _Layer:
                                   spec.stride, spec.padding, binary)
 
 
-def _by_difference(layer: _Layer, signal: Tensor) -> bool:
+def _dense(signal: Tensor | fused.PackedSpikes) -> Tensor:
+    """A layer's inputs as a tensor (packed spikes of a compiled layer unpacked to uint8)."""
+    return signal.unpack() if isinstance(signal, fused.PackedSpikes) else signal
+
+
+def _by_difference(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> bool:
     """Whether the compiled loops form a layer's per-chip currents from chip 0's
     (:mod:`neurosim.engine.fused`): a dense layer with shared weights, a non-negative shift and
-    float32 sums, whose inputs ``[L, P, batch, *in]`` differ per chip (P > 1)."""
-    return layer.by_difference and signal.shape[1] > 1 and fused.BY_DIFFERENCE
+    float32 sums and 0/1 inputs, whose inputs ``[L, P, batch, *in]`` differ per chip (P > 1)."""
+    chips = (signal.words if isinstance(signal, fused.PackedSpikes) else signal).shape[1]
+    return layer.by_difference and chips > 1 and fused.BY_DIFFERENCE
 
 
 def _events(raw: Tensor, bits: int, overflow: str = "saturate") -> Tensor | float:
@@ -387,11 +394,13 @@ def _coverage(size: tuple[int, int], k: int, stride: int, padding: int) -> Tenso
                               output_padding=extra)[0, 0]
 
 
-def _delayed(signal: Tensor, delay: int, steps: int) -> Tensor:
+def _delayed(signal: Tensor | fused.PackedSpikes, delay: int, steps: int) -> Tensor | fused.PackedSpikes:
     """Inputs ``[L, P, batch, *in]`` as a layer with a synaptic ``delay`` receives them: step t
     gets step t - delay, zeros before (a static input, L = 1, is expanded over the steps)."""
     if not delay:
         return signal
+    if isinstance(signal, fused.PackedSpikes):
+        return fused.PackedSpikes(_delayed(signal.words, delay, steps), signal.shape)
     if signal.shape[0] == 1:
         signal = signal.expand(steps, *signal.shape[1:])
     zeros = signal.new_zeros((min(delay, steps), *signal.shape[1:]))
@@ -571,7 +580,7 @@ class IntegerEngine:
             return self._fused_neurons(layer, signal, steps, batch, result, record, binary)
         spec, num = layer.spec, self.numerics
         chips, dtype = self.n_chips, layer.state_dtype
-        signal = _delayed(signal, spec.delay, steps)
+        signal = _delayed(_dense(signal), spec.delay, steps)
         batch_size = signal.shape[2]
         shape = (chips, batch_size, *spec.output_shape)
         ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
@@ -706,13 +715,14 @@ class IntegerEngine:
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
         signal = _delayed(signal, spec.delay, steps)
-        batch_size = signal.shape[2]
+        batch_size = (signal.words if isinstance(signal, fused.PackedSpikes) else signal).shape[2]
         neurons = math.prod(spec.output_shape)
         inputs = None
         if _by_difference(layer, signal):
-            inputs = signal.flatten(3) if signal.dim() > 4 else signal
-            current = layer.currents_over_time(inputs[:, :1])  # chip 0's
+            inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
+            current = layer.currents_over_time(inputs.chip(0).unpack())  # chip 0's
         else:
+            signal = _dense(signal)
             current = layer.currents_over_time(signal)
         if layer.bias is not None:
             current = current + layer.bias
@@ -730,7 +740,8 @@ class IntegerEngine:
             decay_bits=decay.fmt.bits or 0, lo=lo, hi=hi, soft_reset=spec.reset == "soft",
             inputs=inputs, weight_t=None if inputs is None else layer.difference_weight(),
             noise=None if noise[0] is None else torch.stack(noise).reshape(steps, chips, batch_size, neurons),
-            jitter=None if jitter[0] is None else torch.stack(jitter).reshape(steps, chips, batch_size, neurons))
+            jitter=None if jitter[0] is None else torch.stack(jitter).reshape(steps, chips, batch_size, neurons),
+            shape=tuple(spec.output_shape))
         if inputs is not None:  # the loop counted the non-zero inputs: each reaches every output
             ops = stats[:, 2] * spec.weight.shape[0]
         else:
@@ -739,12 +750,11 @@ class IntegerEngine:
         c.spikes += stats[:, 0]
         c.saturations += stats[:, 1]
         result.counts[spec.name] = c
-        spikes = spikes.reshape(steps, chips, batch_size, *spec.output_shape)
         if record:
-            result.spikes[spec.name] = spikes.to(torch.int8)
+            result.spikes[spec.name] = spikes.unpack().to(torch.int8)
         if spec.pool:
-            pooled = F.max_pool2d(spikes.flatten(0, 2).to(torch.float32), spec.pool)
-            spikes = pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
+            pooled = F.max_pool2d(spikes.unpack().flatten(0, 2).to(torch.float32), spec.pool)
+            return pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
         return spikes
 
     def _noise(self, kind: str, spec: LayerDeployment, step: int, shape: tuple[int, ...], batch: int,
@@ -765,12 +775,13 @@ class IntegerEngine:
         chips = self.n_chips
         signal = _delayed(signal, spec.delay, steps)
         if self.fused and _by_difference(layer, signal):  # chip 0's GEMM, the others' differences
-            inputs = signal.flatten(3) if signal.dim() > 4 else signal
-            currents, active = fused.currents_by_difference(layer.currents_over_time(inputs[:, :1]), inputs,
-                                                            layer.difference_weight())
+            inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
+            currents, active = fused.currents_by_difference(layer.currents_over_time(inputs.chip(0).unpack()),
+                                                            inputs, layer.difference_weight())
             currents = currents.to(layer.state_dtype)
             ops = active * spec.weight.shape[0]
         else:
+            signal = _dense(signal)
             currents = layer.currents_over_time(signal)  # [L, 1 | chips, batch, classes]
             ops = layer.synaptic_ops(signal, binary) * (steps if signal.shape[0] == 1 else 1)
         if layer.bias is not None:

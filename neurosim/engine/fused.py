@@ -2,28 +2,39 @@
 
 :func:`run_layer` runs the same step as :meth:`IntegerEngine._neurons` (DESIGN.md §2 with the
 profile's rules: decay by shift or multiply, ``u = fit(decay(v) + I)`` with saturation,
-``s = u >= theta``, hard reset ``v = u - (u - r) s`` or soft reset ``v = u - theta s``) for the
-layers whose rules it covers (:func:`covers`), compiled with numba into one loop per (chip,
-sample) row that keeps the row's membrane in cache across all time steps. Every value is an
-integer held exactly in float32 (the engine picks this kernel only where its state dtype is
-float32), so the results are the same integers as the tensor path's; ``tests/test_fused.py``
-checks that bit for bit on every built-in profile.
+``s = u >= theta``, hard reset ``v = u - (u - r) s`` or soft reset ``v = u - theta s``), for the
+layers whose rules it covers (the engine's ``_Layer.fusable``: current-based neurons, one spike
+a step, no refractory period, a saturating membrane held in float32). numba compiles it into
+one loop per (chip, sample) row that keeps the row's membrane in cache over all time steps,
+without branches in the neuron update so that it vectorises. Every value is an integer held
+exactly in float32, so the results are the same integers as the tensor steps':
+``tests/test_fused.py`` compares both on each rule, and ``tests/test_reference.py`` compares the
+loop with the slow reference on random networks and chips.
 
-**Chips as differences from a reference chip.** Chips of one profile differ by their variation
-only, so their input spikes mostly agree. For a dense layer whose inputs differ per chip, the
-caller passes the reference current ``I_0 = W x_0`` of chip 0 (one GEMM) and the kernel forms
-each chip's current as ``I_c = I_0 + sum over k with x_c[k] != x_0[k] of (x_c[k] - x_0[k]) W[:, k]``:
-the same integers (every partial sum is ``W`` times an input the layer can receive, so it stays
-inside the bound that makes float32 exact), at the cost of the inputs that differ instead of a
-GEMM per chip.
+Spikes leave the loop packed 64 to a uint64 word (:class:`PackedSpikes`): a 32nd of the memory
+of float32 spikes, and what the next layer compares.
+
+**Chips as differences from chip 0.** Chips of one profile differ by their variation only, so
+their input spikes mostly agree. For a dense layer whose inputs differ per chip, the caller
+passes chip 0's current ``I_0 = W x_0`` (one GEMM) and each chip's current is
+``I_c = I_0 + sum over k with x_c[k] != x_0[k] of (x_c[k] - x_0[k]) W[:, k]``: the same integers
+(every partial sum is ``W`` times an input the layer can receive, inside the bound that makes
+float32 exact), at the cost of the inputs that differ instead of a GEMM per chip. The
+differing inputs are found a word (64 inputs) at a time, by counting trailing zeros of
+``x_c XOR x_0``.
 
 numba is a dependency (``setup.cfg``): it compiles these loops to vectorised machine code; the
-same loop in tensor operations makes a pass over memory per operation and step.
+same loop as tensor operations makes a pass over memory per operation and step. numba's
+threads follow ``torch.get_num_threads()``. Its default OpenMP threading layer is not
+fork-safe: a process that forks after using the engine should use the engine in the children
+only with ``NUMBA_THREADING_LAYER=workqueue`` (or ``tbb``).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -40,7 +51,56 @@ byte order)."""
 RESET_HARD, RESET_SOFT = 0, 1
 
 
-BYTE_LOW_BITS = np.uint64(0x0101010101010101)
+PACK_BYTES = np.uint64(0x0102040810204080)
+"""(x * PACK_BYTES) >> 56 packs the eight 0/1 bytes of a little-endian word x into bits 0..7."""
+
+
+@dataclass
+class PackedSpikes:
+    """0/1 spikes ``[T, C, B, *shape]`` packed 64 to a word: ``words`` ``[T, C, B, ceil(N / 64)]``
+    (int64 holding uint64 bits; bit j of word w is neuron 64 w + j of the flattened ``shape``).
+    A compiled layer writes them and the next one compares chips word by word; other readers
+    :meth:`unpack` them."""
+
+    words: Tensor
+    shape: tuple[int, ...]
+
+    @property
+    def neurons(self) -> int:
+        return math.prod(self.shape)
+
+    def unpack(self) -> Tensor:
+        """The spikes as uint8 ``[T, C, B, *shape]``."""
+        lead = tuple(self.words.shape[:-1])
+        out = torch.empty((*lead, self.words.shape[-1] * 64), dtype=torch.uint8)
+        with _Threads():
+            _unpack_rows(_bits(self.words).reshape(-1, self.words.shape[-1]), out.numpy().reshape(-1, out.shape[-1]))
+        return out[..., :self.neurons].reshape(*lead, *self.shape)
+
+    def chip(self, index: int) -> PackedSpikes:
+        """One chip's spikes, keeping the chip dimension (``[T, 1, B, ...]``)."""
+        return PackedSpikes(self.words[:, index:index + 1], self.shape)
+
+
+def pack(spikes: Tensor) -> PackedSpikes:
+    """Pack 0/1 spikes ``[T, C, B, *shape]`` (any dtype) into :class:`PackedSpikes`."""
+    lead, shape = tuple(spikes.shape[:3]), tuple(spikes.shape[3:])
+    flat = spikes.reshape(*lead, -1)
+    if flat.numel() and (float(flat.min()) < 0 or float(flat.max()) > 1):
+        raise ValueError("only 0/1 spikes can be packed into bits")
+    n = flat.shape[-1]
+    padded = torch.zeros((*lead, -(-n // 64) * 64), dtype=torch.uint8)
+    padded[..., :n] = flat
+    words = torch.empty((*lead, padded.shape[-1] // 64), dtype=torch.int64)
+    with _Threads():
+        _pack_rows(padded.numpy().reshape(-1, padded.shape[-1]).view(np.uint64),
+                   _bits(words).reshape(-1, words.shape[-1]))
+    return PackedSpikes(words, shape)
+
+
+def _bits(words: Tensor) -> np.ndarray:
+    """An int64 tensor's memory as a uint64 numpy array (no copy)."""
+    return words.numpy().view(np.uint64)
 
 
 @intrinsic
@@ -51,53 +111,66 @@ def _trailing_zeros(typingctx, word):  # pragma: no cover
     return types.uint64(types.uint64), codegen
 
 
+@intrinsic
+def _popcount(typingctx, word):  # pragma: no cover
+    """Set bits of a uint64 (LLVM's ``ctpop``)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
 @njit(inline="always")
-def _nonzero_bytes(words, start, stop):  # pragma: no cover
-    """How many bytes of ``words[start:stop]`` (at most 255 words) are not zero: per word, bit 0 of
-    each byte is set if any bit of that byte is, and the eight byte lanes are summed at the end
-    (a loop that vectorises)."""
-    lanes = np.uint64(0)
-    for w in range(start, stop):
-        word = words[w]
-        nonzero = word | (word >> np.uint64(4))
-        nonzero |= nonzero >> np.uint64(2)
-        nonzero |= nonzero >> np.uint64(1)
-        lanes += nonzero & BYTE_LOW_BITS
-    total = 0
-    for j in range(8):
-        total += np.int64((lanes >> np.uint64(8 * j)) & np.uint64(255))
-    return total
+def _pack_row(byte_words, out):  # pragma: no cover
+    """Pack a row of 0/1 bytes (seen as uint64 words, eight bytes each) into bits ``out``."""
+    for w in range(out.shape[0]):
+        word = np.uint64(0)
+        for j in range(8):
+            word |= ((byte_words[8 * w + j] * PACK_BYTES) >> np.uint64(56)) << np.uint64(8 * j)
+        out[w] = word
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _pack_rows(byte_words, out):  # pragma: no cover
+    for r in prange(out.shape[0]):
+        _pack_row(byte_words[r], out[r])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _unpack_rows(words, out):  # pragma: no cover
+    for r in prange(words.shape[0]):
+        for w in range(words.shape[1]):
+            word = words[r, w]
+            for j in range(64):
+                out[r, 64 * w + j] = np.uint8((word >> np.uint64(j)) & np.uint64(1))
 
 
 @njit(inline="always")
 def _difference_current(own, current, words, weight_t, step, c, b):  # pragma: no cover
     """Chip ``c``'s current ``current[step, 0, b] + sum_k (x_c[k] - x_0[k]) W^T[k]`` (module doc)
-    for inputs given as ``words``: uint64 views of uint8 inputs ``[L, C, B, K / 8]``, so that
-    eight inputs are compared (and their non-zero ones counted) at once, and the differing bytes
-    of a word are found by counting trailing zeros. Returns (non-zero inputs, whether ``own``
-    holds the current): where no input differs the current is chip 0's and ``own`` is left
-    alone."""
+    for 0/1 inputs packed in ``words`` ``[L, C, B, K / 64]``: 64 inputs are compared (and
+    counted) at once, and the differing ones of a word found by counting trailing zeros.
+    Returns (inputs that are 1, whether ``own`` holds the current): where no input differs the
+    current is chip 0's and ``own`` is left alone."""
     mine, reference = words[step, c, b], words[step, 0, b]
-    active = 0
+    active = np.uint64(0)
     differ = np.uint64(0)
-    for start in range(0, mine.shape[0], 255):
-        active += _nonzero_bytes(mine, start, min(start + 255, mine.shape[0]))
     for w in range(mine.shape[0]):
+        active += _popcount(mine[w])
         differ |= mine[w] ^ reference[w]
     if differ == 0:
-        return active, False
+        return np.int64(active), False
     own[:] = current[step, 0, b]
     for w in range(mine.shape[0]):
-        word, other = mine[w], reference[w]
-        bits = word ^ other
-        while bits != 0:  # each differing byte j (little-endian: input 8 w + j) in turn
-            shift = _trailing_zeros(bits) & np.uint64(56)
-            d = np.float32((word >> shift) & np.uint64(255)) - np.float32((other >> shift) & np.uint64(255))
-            row = weight_t[8 * w + (shift >> np.uint64(3))]
+        word = mine[w]
+        bits = word ^ reference[w]
+        while bits != 0:  # each differing input 64 w + j in turn
+            j = _trailing_zeros(bits)
+            d = np.float32(1.0) if (word >> j) & np.uint64(1) else np.float32(-1.0)
+            row = weight_t[64 * w + np.int64(j)]
             for n in range(own.shape[0]):
                 own[n] += d * row[n]
-            bits &= ~(np.uint64(255) << shift)
-    return active, True
+            bits &= bits - np.uint64(1)
+    return np.int64(active), True
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -124,18 +197,18 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
               decay_kind, toward_zero, nonzero_step, decay_scale, lo, hi, reset_kind, spikes, stats):
     """The compiled loop (numba; arrays are numpy views of the caller's tensors).
 
-    current ``[L, P, B, N]`` float32 currents in state units (P = 1: shared by all chips, or the
-    reference chip's when ``inputs`` is given); inputs ``[L, C, B, K]`` and weight_t ``[K, N]``
-    (empty when unused): per-chip inputs (uint8, ``words``: as uint64) and ``W^T`` times the
-    layer's gain; theta, reset,
-    factor, keep, alive ``[1 | C, N]``; v_init ``[N]``; noise, jitter ``[T, C, B, N]`` or empty;
-    spikes ``[T, C, B, N]`` uint8 (written); stats ``[C, B, 3]`` (written): spikes, membrane
-    saturations, non-zero inputs (only counted with ``inputs``).
+    current ``[L, P, B, N]`` float32 currents in state units (P = 1: shared by all chips, or
+    chip 0's when ``words`` are given); words ``[L, C, B, K / 64]`` and weight_t ``[K, N]``
+    (empty when unused): per-chip packed 0/1 inputs and ``W^T`` times the layer's gain; theta,
+    reset, factor, keep, alive ``[1 | C, N]``; v_init ``[N]``; noise, jitter ``[T, C, B, N]`` or
+    empty; spikes ``[T, C, B, N / 64]`` packed (written); stats ``[C, B, 3]`` (written): spikes,
+    membrane saturations, inputs that are 1 (only counted with ``words``).
 
     The neuron loop has no branches (selects only, integer counters), so that it vectorises;
     noise and jitter are added to row buffers first.
     """
-    steps, chips, batch, neurons = spikes.shape
+    steps, chips, batch = spikes.shape[:3]
+    neurons = current.shape[3]
     n_current, n_sources = current.shape[0], current.shape[1]
     with_inputs = words.shape[0] > 0
     with_noise = noise.shape[0] > 0
@@ -155,6 +228,8 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
         plain_row = plain and not np.any(k_row)
         a_row = alive[c if alive.shape[0] > 1 else 0]
         v = v_init.copy()
+        row_words = np.zeros(8 * spikes.shape[3], np.uint64)  # the step's 0/1 spikes as bytes, packed after
+        row_bytes = row_words.view(np.uint8)
         own = np.empty(neurons, np.float32)
         noisy = np.empty(neurons, np.float32)
         step_theta = np.empty(neurons, np.float32)
@@ -180,7 +255,7 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
                 for n in range(neurons):
                     step_theta[n] = th_row[n] + jitter[t, c, b, n]
                 row_theta = step_theta
-            out = spikes[t, c, b]
+            out = row_bytes
             if plain_row:  # the common rule, written out without its options' selects (twice as fast)
                 fired_now = np.float32(0.0)
                 saturated_now = np.float32(0.0)
@@ -197,6 +272,7 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
                     v[n] = u - lost * s
                 fired += np.int64(fired_now)
                 saturated += np.int64(saturated_now)
+                _pack_row(row_words, spikes[t, c, b])
                 continue
             for n in range(neurons):
                 x = v[n]
@@ -214,6 +290,7 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
                 out[n] = np.uint8(s)
                 lost = u - r_row[n] if hard else threshold
                 v[n] = u - lost * s
+            _pack_row(row_words, spikes[t, c, b])
         stats[c, b, 0] = fired
         stats[c, b, 1] = saturated
         stats[c, b, 2] = active
@@ -228,19 +305,15 @@ def _per_neuron(value: Tensor, neurons: int) -> Tensor:
     return value.reshape(value.shape[0], -1).expand(-1, neurons).contiguous()
 
 
-def _sources(inputs: Tensor, weight_t: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``[L, C, B, K]`` as the loops read them: uint8 spike counts (a quarter of float32's
-    memory traffic), zero-padded to whole 8-byte words and viewed as uint64 (byte j of word w
-    is input 8 w + j on a little-endian machine, :data:`BY_DIFFERENCE`), and ``W^T`` padded to match."""
-    if inputs.dtype != torch.uint8:
-        if inputs.numel() and (float(inputs.min()) < 0 or float(inputs.max()) > 255):
-            raise ValueError("inputs compared by difference must be spike counts within 0..255")
-        inputs = inputs.to(torch.uint8)
-    pad = -inputs.shape[-1] % 8
-    if pad:
-        inputs = torch.nn.functional.pad(inputs, (0, pad))
-        weight_t = torch.nn.functional.pad(weight_t, (0, 0, 0, pad))
-    return inputs.contiguous().numpy().view(np.uint64), weight_t.to(torch.float32).contiguous().numpy()
+def _sources(inputs: Tensor | PackedSpikes, weight_t: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``[L, C, B, K]`` as the loops read them, packed 64 to a word (a 32nd of float32's
+    memory traffic; :func:`pack`), and ``W^T`` padded with zero rows to whole words."""
+    packed = inputs if isinstance(inputs, PackedSpikes) else pack(inputs)
+    rows = packed.words.shape[-1] * 64
+    weight_t = weight_t.to(torch.float32)
+    if rows > weight_t.shape[0]:
+        weight_t = torch.nn.functional.pad(weight_t, (0, 0, 0, rows - weight_t.shape[0]))
+    return _bits(packed.words.contiguous()), weight_t.contiguous().numpy()
 
 
 class _Threads:
@@ -255,12 +328,12 @@ class _Threads:
         numba.set_num_threads(self.previous)
 
 
-def currents_by_difference(current: Tensor, inputs: Tensor, weight_t: Tensor) -> tuple[Tensor, Tensor]:
+def currents_by_difference(current: Tensor, inputs: Tensor | PackedSpikes, weight_t: Tensor) -> tuple[Tensor, Tensor]:
     """Every chip's currents ``[L, C, B, N]`` (float32) of a dense layer from chip 0's
-    ``current`` ``[L, 1, B, N]``, the per-chip ``inputs`` ``[L, C, B, K]`` and ``weight_t``
-    ``[K, N]`` (``W^T`` times the layer's gain): the same integers as a GEMM per chip (module
-    doc). Also returns each chip's non-zero inputs ``[C]`` (float64)."""
-    steps, chips, batch = inputs.shape[:3]
+    ``current`` ``[L, 1, B, N]``, the per-chip 0/1 ``inputs`` ``[L, C, B, K]`` (or packed) and
+    ``weight_t`` ``[K, N]`` (``W^T`` times the layer's gain): the same integers as a GEMM per
+    chip (module doc). Also returns each chip's non-zero inputs ``[C]`` (float64)."""
+    steps, chips, batch = (inputs.words if isinstance(inputs, PackedSpikes) else inputs).shape[:3]
     out = torch.empty((steps, chips, batch, current.shape[-1]), dtype=torch.float32)
     active = torch.zeros((chips, batch), dtype=torch.float64)
     with _Threads():
@@ -272,21 +345,23 @@ def currents_by_difference(current: Tensor, inputs: Tensor, weight_t: Tensor) ->
 def run_layer(current: Tensor, *, chips: int, steps: int, theta: Tensor, reset: Tensor, v_init: Tensor,
               factor: Tensor, keep: Tensor | None, alive: Tensor | None, decay_kind: int, toward_zero: bool,
               nonzero_step: bool, decay_bits: int, lo: float, hi: float, soft_reset: bool,
-              inputs: Tensor | None = None, weight_t: Tensor | None = None, noise: Tensor | None = None,
-              jitter: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Run one layer over ``steps`` time steps on ``chips`` chips; returns spikes
-    ``[T, chips, B, N]`` (uint8 0/1) and per-chip counts ``[chips, 3]`` (float64: spikes,
-    membrane saturations, non-zero inputs when ``inputs`` is given).
+              inputs: Tensor | PackedSpikes | None = None, weight_t: Tensor | None = None,
+              noise: Tensor | None = None, jitter: Tensor | None = None,
+              shape: tuple[int, ...] | None = None) -> tuple[PackedSpikes, Tensor]:
+    """Run one layer over ``steps`` time steps on ``chips`` chips; returns its spikes
+    ``[T, chips, B, *shape]`` packed (``shape`` defaults to ``(N,)``) and per-chip counts
+    ``[chips, 3]`` (float64: spikes, membrane saturations, non-zero inputs when ``inputs`` is
+    given).
 
     ``current`` ``[L, P, B, N]`` (L = 1 or T, P = 1 or chips) holds the currents in state units
-    (float32 integers); with ``inputs`` ``[L, chips, B, K]`` and ``weight_t`` ``[K, N]`` it is
-    chip 0's and the others' follow from their differing inputs (module doc). ``factor`` is the
+    (float32 integers); with 0/1 ``inputs`` ``[L, chips, B, K]`` (or packed) and ``weight_t``
+    ``[K, N]`` it is chip 0's and the others' follow from their differing inputs (module doc). ``factor`` is the
     decay's per-neuron shift ``k`` or multiplier ``d`` and ``keep`` marks neurons that do not
     decay; ``lo``, ``hi`` the membrane's range under a saturating rule; ``noise`` and ``jitter``
     ``[T, chips, B, N]`` are thermal noise and threshold jitter in state units."""
     neurons = current.shape[-1]
     batch = current.shape[2]
-    spikes = torch.empty((steps, chips, batch, neurons), dtype=torch.uint8)
+    spikes = torch.empty((steps, chips, batch, -(-neurons // 64)), dtype=torch.int64)
     stats = torch.zeros((chips, batch, 3), dtype=torch.float64)
     if decay_kind == DECAY_SHIFT:  # x * 2^-k; a multiply decay's (x * d) * 2^-bits
         factor, scale = torch.exp2(-factor.to(torch.float32)), 1.0
@@ -302,7 +377,7 @@ def run_layer(current: Tensor, *, chips: int, steps: int, theta: Tensor, reset: 
             empty if noise is None else noise.to(torch.float32).contiguous(),
             empty if jitter is None else jitter.to(torch.float32).contiguous())
     with _Threads():
-        _lif_rows(current.to(torch.float32).contiguous().numpy(), *sources, *(a.numpy() for a in args), decay_kind, toward_zero, nonzero_step, np.float32(scale),
-                  np.float32(lo), np.float32(hi), RESET_SOFT if soft_reset else RESET_HARD,
-                  spikes.numpy(), stats.numpy())
-    return spikes, stats.sum(1)
+        _lif_rows(current.to(torch.float32).contiguous().numpy(), *sources, *(a.numpy() for a in args), decay_kind,
+                  toward_zero, nonzero_step, np.float32(scale), np.float32(lo), np.float32(hi),
+                  RESET_SOFT if soft_reset else RESET_HARD, _bits(spikes), stats.numpy())
+    return PackedSpikes(spikes, tuple(shape or (neurons,))), stats.sum(1)
