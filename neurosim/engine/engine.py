@@ -306,6 +306,13 @@ def _by_difference(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> bool:
     return layer.by_difference and chips > 1 and fused.BY_DIFFERENCE
 
 
+def _chip_zero(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> tuple[fused.PackedSpikes, Tensor]:
+    """For a layer run by differences: its inputs packed, and chip 0's currents ``[L, 1, batch,
+    *out]`` (one GEMM)."""
+    inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
+    return inputs, layer.currents_over_time(inputs.chip(0).unpack())
+
+
 def _events(raw: Tensor, bits: int, overflow: str = "saturate") -> Tensor | float:
     """Saturation or wrap events per chip of states ``raw`` ``[chips, ...]`` before they are fit
     to ``bits`` (:func:`~neurosim.device.fixedpoint.out_of_range`); one min/max first, since a
@@ -488,13 +495,12 @@ class IntegerEngine:
     def _block_size(self) -> int:
         """Chips per block. Tensor steps: their per-step state of the widest layer (batch 128)
         within about 2^18 values, which keeps the elementwise neuron updates in cache. Where the
-        compiled loop runs every spiking layer (it keeps each row in cache itself), their uint8
-        spikes of all steps within about 2^24 values (16 MiB): many chips share each layer's
-        reference GEMM, and the buffer stays below the size that glibc maps afresh (page faults)
-        on every allocation."""
+        compiled loop runs every spiking layer (it keeps each row in cache itself), their spikes
+        of all steps within about 2^26 values (8 MiB packed): one block of many chips shares each
+        layer's chip-0 GEMM."""
         widest = max(math.prod(layer.output_shape) for layer in self.deployment.layers)
         if self.fused and all(layer.fusable for layer in self.layers[:-1]):
-            return max(1, (1 << 24) // (128 * widest * self.deployment.timesteps))
+            return max(1, (1 << 26) // (128 * widest * self.deployment.timesteps))
         return max(1, (1 << 18) // (128 * widest))
 
     def _noise_bound(self, layer: LayerDeployment) -> int:
@@ -719,8 +725,7 @@ class IntegerEngine:
         neurons = math.prod(spec.output_shape)
         inputs = None
         if _by_difference(layer, signal):
-            inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
-            current = layer.currents_over_time(inputs.chip(0).unpack())  # chip 0's
+            inputs, current = _chip_zero(layer, signal)
         else:
             signal = _dense(signal)
             current = layer.currents_over_time(signal)
@@ -775,9 +780,8 @@ class IntegerEngine:
         chips = self.n_chips
         signal = _delayed(signal, spec.delay, steps)
         if self.fused and _by_difference(layer, signal):  # chip 0's GEMM, the others' differences
-            inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
-            currents, active = fused.currents_by_difference(layer.currents_over_time(inputs.chip(0).unpack()),
-                                                            inputs, layer.difference_weight())
+            inputs, current = _chip_zero(layer, signal)
+            currents, active = fused.currents_by_difference(current, inputs, layer.difference_weight())
             currents = currents.to(layer.state_dtype)
             ops = active * spec.weight.shape[0]
         else:
