@@ -294,8 +294,9 @@ class _Layer:
 
 
 def _dense(signal: Tensor | fused.PackedSpikes) -> Tensor:
-    """A layer's inputs as a tensor (packed spikes of a compiled layer unpacked to uint8)."""
-    return signal.unpack() if isinstance(signal, fused.PackedSpikes) else signal
+    """A layer's inputs as a tensor (packed spikes of a compiled layer unpacked to float32 0/1:
+    what a GEMM takes, and fast to count)."""
+    return signal.unpack(torch.float32) if isinstance(signal, fused.PackedSpikes) else signal
 
 
 def _by_difference(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> bool:

@@ -69,10 +69,10 @@ class PackedSpikes:
     def neurons(self) -> int:
         return math.prod(self.shape)
 
-    def unpack(self) -> Tensor:
-        """The spikes as uint8 ``[T, C, B, *shape]``."""
+    def unpack(self, dtype: torch.dtype = torch.uint8) -> Tensor:
+        """The spikes as 0/1 ``[T, C, B, *shape]`` of ``dtype`` (uint8 or float32)."""
         lead = tuple(self.words.shape[:-1])
-        out = torch.empty((*lead, self.words.shape[-1] * 64), dtype=torch.uint8)
+        out = torch.empty((*lead, self.words.shape[-1] * 64), dtype=dtype)
         with _Threads():
             _unpack_rows(_bits(self.words).reshape(-1, self.words.shape[-1]), out.numpy().reshape(-1, out.shape[-1]))
         return out[..., :self.neurons].reshape(*lead, *self.shape)
@@ -141,7 +141,7 @@ def _unpack_rows(words, out):  # pragma: no cover
         for w in range(words.shape[1]):
             word = words[r, w]
             for j in range(64):
-                out[r, 64 * w + j] = np.uint8((word >> np.uint64(j)) & np.uint64(1))
+                out[r, 64 * w + j] = (word >> np.uint64(j)) & np.uint64(1)
 
 
 @njit(inline="always")
