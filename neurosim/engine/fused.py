@@ -131,12 +131,14 @@ def _pack_row(byte_words, out):  # pragma: no cover
 
 @njit(parallel=True, cache=True, nogil=True)
 def _pack_rows(byte_words, out):  # pragma: no cover
+    """:func:`_pack_row` for every row of ``byte_words`` ``[R, K / 8]`` into ``out`` ``[R, K / 64]``."""
     for r in prange(out.shape[0]):
         _pack_row(byte_words[r], out[r])
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _unpack_rows(words, out):  # pragma: no cover
+    """Bits ``words`` ``[R, K / 64]`` to 0/1 values ``out`` ``[R, K]`` (any numeric dtype)."""
     for r in prange(words.shape[0]):
         for w in range(words.shape[1]):
             word = words[r, w]
@@ -176,8 +178,8 @@ def _difference_current(own, current, words, weight_t, step, c, b):  # pragma: n
 @njit(parallel=True, cache=True, nogil=True)
 def _currents_rows(current, words, weight_t, out, active):  # pragma: no cover
     """Every chip's currents ``out`` ``[L, C, B, N]`` from chip 0's ``current`` ``[L, 1, B, N]``
-    and the inputs ``[L, C, B, K]`` (:func:`_difference_current`); ``active`` ``[C, B]`` gets
-    the non-zero inputs."""
+    and the packed inputs ``words`` ``[L, C, B, K / 64]`` (:func:`_difference_current`);
+    ``active`` ``[C, B]`` gets the inputs that are 1."""
     steps, chips, batch = out.shape[0], out.shape[1], out.shape[2]
     for row in prange(chips * batch):
         c = row // batch
