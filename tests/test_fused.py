@@ -18,17 +18,7 @@ from neurosim.nn import build_model
 from neurosim.train import TrainConfig
 from neurosim.train.trainer import neuron_options, readout_beta
 
-
-def assert_same(got, want) -> None:
-    assert torch.equal(got.logits, want.logits), "logits differ"
-    assert got.spikes.keys() == want.spikes.keys()
-    for name, spikes in want.spikes.items():
-        assert torch.equal(got.spikes[name], spikes), f"{name}: spikes differ"
-    for name, counts in want.counts.items():
-        for what in ("spikes", "synaptic_ops", "neuron_updates", "saturations"):
-            assert torch.equal(getattr(got.counts[name], what), getattr(counts, what)), f"{name}: {what} differ"
-    if want.energy_pj is not None:
-        assert torch.equal(got.energy_pj, want.energy_pj)
+from test_reference import assert_same_results
 
 
 def variant(name: str = "hardreset-noisy", **changes) -> DeviceProfile:
@@ -54,10 +44,11 @@ def spiking_model(profile: DeviceProfile, spec: str, input_shape, classes: int =
     return model.eval()
 
 
-def run_both(profile, model, x, n_chips=5, seed=3, batch=2, monkeypatch=None):
-    """The engine with the compiled loop and with tensor steps only; returns both results and how
-    many layers the loop ran (and how many by differences from chip 0)."""
-    deployment = compile_model(model, profile, adapt=True)
+def run_both(profile, model, x, n_chips=5, seed=3, batch=2, monkeypatch=None, deployment=None):
+    """The engine with the compiled loop and with tensor steps only (on ``model`` compiled for
+    ``profile``, or on ``deployment``); returns both results and how many layers the loop ran
+    (and how many by differences from chip 0)."""
+    deployment = deployment or compile_model(model, profile, adapt=True)
     chips = sample_chips(profile, deployment_shapes(deployment), n=n_chips, seed=seed)
     calls = {"layers": 0, "by_difference": 0}
     run_layer, by_difference = fused.run_layer, fused.currents_by_difference
@@ -104,7 +95,7 @@ def test_dense_layers_match_tensor_steps(case, monkeypatch):
     assert calls["layers"] == 2, calls  # both hidden layers ran in the compiled loop
     if profile.faults.stuck_weights == 0:  # stuck weights differ per chip: a GEMM per chip
         assert calls["by_difference"] == 2, calls  # the second layer and the readout from chip 0's GEMM
-    assert_same(got, want)
+    assert_same_results(got, want)
     assert float(sum(c.spikes.sum() for c in want.counts.values())) > 0
     if case == "symmetric saturation":
         assert float(sum(c.saturations.sum() for c in want.counts.values())) > 0
@@ -117,7 +108,7 @@ def test_if_neurons_keep_their_state(monkeypatch):
     x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(2))
     got, want, calls = run_both(profile, model, x, monkeypatch=monkeypatch)
     assert calls["layers"] == 1
-    assert_same(got, want)
+    assert_same_results(got, want)
 
 
 def test_convolutions_with_pooling(monkeypatch):
@@ -126,7 +117,25 @@ def test_convolutions_with_pooling(monkeypatch):
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     got, want, calls = run_both(profile, model, x, n_chips=3, monkeypatch=monkeypatch)
     assert calls["layers"] == 3, calls
-    assert_same(got, want)
+    assert_same_results(got, want)
+
+
+def test_per_channel_parameters_of_convolutions(monkeypatch):
+    """Per-channel units make thresholds, resets and initial states per channel (``[channels,
+    1, 1]``): the loop broadcasts them over the output like the tensor steps (a bug hypothesis
+    found in tests/test_reference.py: a per-channel v_init read as per-chip rows)."""
+    profile = variant(numerics={"weight_scale": "per_channel"},  # thresholds per channel, not per chip
+                      variation={"v_threshold": None, "v_reset": None})
+    model = spiking_model(profile, "conv:4c3-6c3-12", (1, 6, 6), gain=2.0)
+    deployment = compile_model(model, profile, adapt=True)
+    for layer in deployment.layers[:-1]:
+        layer.v_init = -0.4
+    assert deployment.layers[0].unit.numel() == 4  # one unit per output channel
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(5))
+    got, want, calls = run_both(profile, None, x, n_chips=3, monkeypatch=monkeypatch, deployment=deployment)
+    assert calls["layers"] == 3, calls
+    assert_same_results(got, want)
+    assert float(sum(c.spikes.sum() for c in want.counts.values())) > 0
 
 
 def test_many_chips_in_blocks(monkeypatch):
@@ -138,7 +147,7 @@ def test_many_chips_in_blocks(monkeypatch):
     x = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(4))
     blocked = IntegerEngine(deployment, chips, block=3)
     assert len(blocked.blocks) == 3
-    assert_same(blocked.run(x, record=True), IntegerEngine(deployment, chips, fused=False).run(x, record=True))
+    assert_same_results(blocked.run(x, record=True), IntegerEngine(deployment, chips, fused=False).run(x, record=True))
 
 
 def test_layers_outside_the_loop_use_tensor_steps():

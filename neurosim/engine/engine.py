@@ -42,7 +42,7 @@ from torch import Tensor
 from neurosim.device import fixedpoint as fp
 from neurosim.device import quantization as quant
 from neurosim.device.chips import ChipInstances, DynamicNoise, LayerShape, Perturbation
-from neurosim.engine import fused
+from neurosim.engine import fused as compiled  # the compiled loops of neurosim/engine/fused.py
 from neurosim.errors import NeurosimError
 from neurosim.export.deployment import Deployment, LayerDeployment
 
@@ -293,24 +293,24 @@ class _Layer:
                                   spec.stride, spec.padding, binary)
 
 
-def _dense(signal: Tensor | fused.PackedSpikes) -> Tensor:
+def _dense(signal: Tensor | compiled.PackedSpikes) -> Tensor:
     """A layer's inputs as a tensor (packed spikes of a compiled layer unpacked to float32 0/1:
     what a GEMM takes, and fast to count)."""
-    return signal.unpack(torch.float32) if isinstance(signal, fused.PackedSpikes) else signal
+    return signal.unpack(torch.float32) if isinstance(signal, compiled.PackedSpikes) else signal
 
 
-def _by_difference(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> bool:
+def _by_difference(layer: _Layer, signal: Tensor | compiled.PackedSpikes) -> bool:
     """Whether the compiled loops form a layer's per-chip currents from chip 0's
     (:mod:`neurosim.engine.fused`): a dense layer with shared weights, a non-negative shift and
     float32 sums and 0/1 inputs, whose inputs ``[L, P, batch, *in]`` differ per chip (P > 1)."""
-    chips = (signal.words if isinstance(signal, fused.PackedSpikes) else signal).shape[1]
-    return layer.by_difference and chips > 1 and fused.BY_DIFFERENCE
+    chips = (signal.words if isinstance(signal, compiled.PackedSpikes) else signal).shape[1]
+    return layer.by_difference and chips > 1 and compiled.BY_DIFFERENCE
 
 
-def _chip_zero(layer: _Layer, signal: Tensor | fused.PackedSpikes) -> tuple[fused.PackedSpikes, Tensor]:
+def _chip_zero(layer: _Layer, signal: Tensor | compiled.PackedSpikes) -> tuple[compiled.PackedSpikes, Tensor]:
     """For a layer run by differences: its inputs packed, and chip 0's currents ``[L, 1, batch,
     *out]`` (one GEMM)."""
-    inputs = signal if isinstance(signal, fused.PackedSpikes) else fused.pack(signal)
+    inputs = signal if isinstance(signal, compiled.PackedSpikes) else compiled.pack(signal)
     return inputs, layer.currents_over_time(inputs.chip(0).unpack())
 
 
@@ -402,13 +402,13 @@ def _coverage(size: tuple[int, int], k: int, stride: int, padding: int) -> Tenso
                               output_padding=extra)[0, 0]
 
 
-def _delayed(signal: Tensor | fused.PackedSpikes, delay: int, steps: int) -> Tensor | fused.PackedSpikes:
+def _delayed(signal: Tensor | compiled.PackedSpikes, delay: int, steps: int) -> Tensor | compiled.PackedSpikes:
     """Inputs ``[L, P, batch, *in]`` as a layer with a synaptic ``delay`` receives them: step t
     gets step t - delay, zeros before (a static input, L = 1, is expanded over the steps)."""
     if not delay:
         return signal
-    if isinstance(signal, fused.PackedSpikes):
-        return fused.PackedSpikes(_delayed(signal.words, delay, steps), signal.shape)
+    if isinstance(signal, compiled.PackedSpikes):
+        return compiled.PackedSpikes(_delayed(signal.words, delay, steps), signal.shape)
     if signal.shape[0] == 1:
         signal = signal.expand(steps, *signal.shape[1:])
     zeros = signal.new_zeros((min(delay, steps), *signal.shape[1:]))
@@ -722,7 +722,7 @@ class IntegerEngine:
         spec, num = layer.spec, self.numerics
         chips = self.n_chips
         signal = _delayed(signal, spec.delay, steps)
-        batch_size = (signal.words if isinstance(signal, fused.PackedSpikes) else signal).shape[2]
+        batch_size = (signal.words if isinstance(signal, compiled.PackedSpikes) else signal).shape[2]
         neurons = math.prod(spec.output_shape)
         inputs = None
         if _by_difference(layer, signal):
@@ -738,10 +738,10 @@ class IntegerEngine:
                          for kind in ("thermal", "v_threshold"))
         decay = layer.decay
         lo, hi = fp.fit_range(num.membrane_bits, num.overflow)
-        spikes, stats = fused.run_layer(
+        spikes, stats = compiled.run_layer(
             current, chips=chips, steps=steps, theta=layer.threshold, reset=layer.v_reset, v_init=layer.v_init,
             factor=decay.factor, keep=decay.keep, alive=layer.alive,
-            decay_kind=fused.DECAY_SHIFT if decay.fmt.kind == "shift" else fused.DECAY_MULTIPLY,
+            decay_kind=compiled.DECAY_SHIFT if decay.fmt.kind == "shift" else compiled.DECAY_MULTIPLY,
             toward_zero=decay.fmt.rounding == "toward_zero", nonzero_step=decay.fmt.nonzero_step,
             decay_bits=decay.fmt.bits or 0, lo=lo, hi=hi, soft_reset=spec.reset == "soft",
             inputs=inputs, weight_t=None if inputs is None else layer.difference_weight(),
@@ -782,7 +782,7 @@ class IntegerEngine:
         signal = _delayed(signal, spec.delay, steps)
         if self.fused and _by_difference(layer, signal):  # chip 0's GEMM, the others' differences
             inputs, current = _chip_zero(layer, signal)
-            currents, active = fused.currents_by_difference(current, inputs, layer.difference_weight())
+            currents, active = compiled.currents_by_difference(current, inputs, layer.difference_weight())
             currents = currents.to(layer.state_dtype)
             ops = active * spec.weight.shape[0]
         else:

@@ -298,13 +298,15 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
         stats[c, b, 2] = active
 
 
-def _per_neuron(value: Tensor, neurons: int) -> Tensor:
-    """A scalar, ``[*out]`` or per-chip ``[C, 1, *out]`` parameter as a contiguous float32
-    ``[1 | C, N]``."""
+def _per_neuron(value: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A parameter of a layer of neurons ``shape`` as a contiguous float32 ``[1 | C, N]``: a
+    scalar, a tensor that broadcasts to ``shape`` (e.g. per channel ``[channels, 1, 1]``), or per
+    chip ``[C, 1, ...]`` broadcasting to ``[C, 1, *shape]``."""
     value = value.to(torch.float32)
-    if value.numel() in (1, neurons):
-        return value.reshape(1, -1).expand(1, neurons).contiguous()
-    return value.reshape(value.shape[0], -1).expand(-1, neurons).contiguous()
+    neurons = math.prod(shape)
+    if value.dim() <= len(shape):
+        return torch.broadcast_to(value, shape).reshape(1, neurons).contiguous()
+    return torch.broadcast_to(value, (value.shape[0], 1, *shape)).reshape(value.shape[0], neurons).contiguous()
 
 
 def _sources(inputs: Tensor | PackedSpikes, weight_t: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +362,9 @@ def run_layer(current: Tensor, *, chips: int, steps: int, theta: Tensor, reset: 
     ``[K, N]`` it is chip 0's and the others' follow from their differing inputs (module doc). ``factor`` is the
     decay's per-neuron shift ``k`` or multiplier ``d`` and ``keep`` marks neurons that do not
     decay; ``lo``, ``hi`` the membrane's range under a saturating rule; ``noise`` and ``jitter``
-    ``[T, chips, B, N]`` are thermal noise and threshold jitter in state units."""
+    ``[T, chips, B, N]`` are thermal noise and threshold jitter in state units. The per-neuron
+    parameters (theta, reset, v_init, factor, keep, alive) are scalars, broadcast to ``shape``
+    (per channel too), or per chip ``[chips, 1, ...]``."""
     neurons = current.shape[-1]
     batch = current.shape[2]
     spikes = torch.empty((steps, chips, batch, -(-neurons // 64)), dtype=torch.int64)
@@ -372,14 +376,14 @@ def run_layer(current: Tensor, *, chips: int, steps: int, theta: Tensor, reset: 
     empty = torch.empty(0, 0, 0, 0)
     sources = (np.empty((0, 0, 0, 0), np.uint64), np.empty((0, 0), np.float32)) if inputs is None \
         else _sources(inputs, weight_t)
-    args = (_per_neuron(theta, neurons), _per_neuron(reset, neurons),
-            _per_neuron(v_init, neurons)[0].contiguous(), _per_neuron(factor, neurons),
-            torch.zeros(1, neurons) if keep is None else _per_neuron(keep, neurons),
-            torch.ones(1, neurons) if alive is None else _per_neuron(alive, neurons),
+    shape = tuple(shape or (neurons,))
+    args = (_per_neuron(theta, shape), _per_neuron(reset, shape), _per_neuron(v_init, shape)[0].contiguous(),
+            _per_neuron(factor, shape), torch.zeros(1, neurons) if keep is None else _per_neuron(keep, shape),
+            torch.ones(1, neurons) if alive is None else _per_neuron(alive, shape),
             empty if noise is None else noise.to(torch.float32).contiguous(),
             empty if jitter is None else jitter.to(torch.float32).contiguous())
     with _Threads():
         _lif_rows(current.to(torch.float32).contiguous().numpy(), *sources, *(a.numpy() for a in args), decay_kind,
                   toward_zero, nonzero_step, np.float32(scale), np.float32(lo), np.float32(hi),
                   RESET_SOFT if soft_reset else RESET_HARD, _bits(spikes), stats.numpy())
-    return PackedSpikes(spikes, tuple(shape or (neurons,))), stats.sum(1)
+    return PackedSpikes(spikes, shape), stats.sum(1)
