@@ -110,8 +110,9 @@ def exact_dtype(bound: int) -> torch.dtype:
 def _differences_add_up(spec: LayerDeployment, layer: _Layer) -> bool:
     """A layer's currents are linear in its inputs (chips may differ from chip 0 by the differences
     of their inputs, :mod:`neurosim.engine.fused`): dense, weights shared by the chips, a gain
-    rather than a flooring right shift, float32 sums and states."""
-    return (spec.kind == "linear" and not layer.per_chip_weight and spec.weight_shift >= 0
+    rather than a flooring right shift, 0/1 inputs, float32 sums and states, and a machine whose
+    byte order the packed words assume."""
+    return (compiled.BY_DIFFERENCE and spec.kind == "linear" and not layer.per_chip_weight and spec.weight_shift >= 0
             and layer.binary_inputs and layer.sum_dtype == torch.float32 and layer.state_dtype == torch.float32)
 
 
@@ -304,14 +305,14 @@ def _by_difference(layer: _Layer, signal: Tensor | compiled.PackedSpikes) -> boo
     (:mod:`neurosim.engine.fused`): a dense layer with shared weights, a non-negative shift and
     float32 sums and 0/1 inputs, whose inputs ``[L, P, batch, *in]`` differ per chip (P > 1)."""
     chips = (signal.words if isinstance(signal, compiled.PackedSpikes) else signal).shape[1]
-    return layer.by_difference and chips > 1 and compiled.BY_DIFFERENCE
+    return layer.by_difference and chips > 1
 
 
 def _chip_zero(layer: _Layer, signal: Tensor | compiled.PackedSpikes) -> tuple[compiled.PackedSpikes, Tensor]:
     """For a layer run by differences: its inputs packed, and chip 0's currents ``[L, 1, batch,
     *out]`` (one GEMM)."""
     inputs = signal if isinstance(signal, compiled.PackedSpikes) else compiled.pack(signal)
-    return inputs, layer.currents_over_time(inputs.chip(0).unpack())
+    return inputs, layer.currents_over_time(_dense(inputs.chip(0)))
 
 
 def _events(raw: Tensor, bits: int, overflow: str = "saturate") -> Tensor | float:
@@ -756,10 +757,13 @@ class IntegerEngine:
         c.spikes += stats[:, 0]
         c.saturations += stats[:, 1]
         result.counts[spec.name] = c
+        if not record and not spec.pool:
+            return spikes
+        dense = spikes.unpack()  # once, for the record and the pooling
         if record:
-            result.spikes[spec.name] = spikes.unpack().to(torch.int8)
+            result.spikes[spec.name] = dense.to(torch.int8)
         if spec.pool:
-            pooled = F.max_pool2d(spikes.unpack().flatten(0, 2).to(torch.float32), spec.pool)
+            pooled = F.max_pool2d(dense.flatten(0, 2).to(torch.float32), spec.pool)
             return pooled.reshape(steps, chips, batch_size, *pooled.shape[1:])
         return spikes
 

@@ -194,6 +194,17 @@ def _currents_rows(current, words, weight_t, out, active):  # pragma: no cover
         active[c, b] = total
 
 
+@njit(inline="always")
+def _fire(raw, lo, hi, threshold, alive, reset, hard):  # pragma: no cover
+    """One neuron's step after its decay and input: ``u = clamp(raw, lo, hi)``, ``s = u >= theta``
+    (times ``alive``), then the hard (``u - (u - r) s``) or soft (``u - theta s``) reset.
+    Returns (new state, spike, 1 if ``raw`` was clipped) as float32."""
+    u = min(max(raw, lo), hi)
+    s = (np.float32(1.0) if u >= threshold else np.float32(0.0)) * alive
+    lost = u - reset if hard else threshold
+    return u - lost * s, s, np.float32(1.0) if raw != u else np.float32(0.0)
+
+
 @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
 def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, alive, noise, jitter,  # pragma: no cover
               decay_kind, toward_zero, nonzero_step, decay_scale, lo, hi, reset_kind, spikes, stats):
@@ -206,8 +217,9 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
     empty; spikes ``[T, C, B, N / 64]`` packed (written); stats ``[C, B, 3]`` (written): spikes,
     membrane saturations, inputs that are 1 (only counted with ``words``).
 
-    The neuron loop has no branches (selects only, integer counters), so that it vectorises;
-    noise and jitter are added to row buffers first.
+    The neuron loop has no branches (selects only; counts are float32 sums, which
+    ``fastmath={"reassoc"}`` lets vectorise: every value is an integer below 2^24), so that it
+    vectorises; noise and jitter are added to row buffers first.
     """
     steps, chips, batch = spikes.shape[:3]
     neurons = current.shape[3]
@@ -257,41 +269,30 @@ def _lif_rows(current, words, weight_t, theta, reset, v_init, factor, keep, aliv
                 for n in range(neurons):
                     step_theta[n] = th_row[n] + jitter[t, c, b, n]
                 row_theta = step_theta
-            out = row_bytes
-            if plain_row:  # the common rule, written out without its options' selects (twice as fast)
-                fired_now = np.float32(0.0)
-                saturated_now = np.float32(0.0)
+            fired_now = np.float32(0.0)
+            saturated_now = np.float32(0.0)
+            if plain_row:  # the common decay, written out without its options' selects (twice as fast)
                 for n in range(neurons):
                     x = v[n]
-                    raw = x - np.floor(x * f_row[n]) + row_current[n]
-                    u = min(max(raw, lo), hi)
-                    saturated_now += np.float32(1.0) if raw != u else np.float32(0.0)
-                    threshold = row_theta[n]
-                    s = (np.float32(1.0) if u >= threshold else np.float32(0.0)) * a_row[n]
+                    v[n], s, clipped = _fire(x - np.floor(x * f_row[n]) + row_current[n], lo, hi, row_theta[n],
+                                             a_row[n], r_row[n], hard)
+                    saturated_now += clipped
                     fired_now += s
-                    out[n] = np.uint8(s)
-                    lost = u - r_row[n] if hard else threshold
-                    v[n] = u - lost * s
-                fired += np.int64(fired_now)
-                saturated += np.int64(saturated_now)
-                _pack_row(row_words, spikes[t, c, b])
-                continue
-            for n in range(neurons):
-                x = v[n]
-                scaled = x * f_row[n] * decay_scale
-                shifted = np.trunc(scaled) if toward_zero else np.floor(scaled)
-                shifted = np.sign(x) if nonzero_step and shifted == 0.0 else shifted
-                decayed = x - shifted if shift else shifted
-                decayed = x if k_row[n] != 0.0 else decayed
-                raw = decayed + row_current[n]
-                saturated += (raw < lo) | (raw > hi)
-                u = min(max(raw, lo), hi)
-                threshold = row_theta[n]
-                s = (np.float32(1.0) if u >= threshold else np.float32(0.0)) * a_row[n]
-                fired += np.int32(s)
-                out[n] = np.uint8(s)
-                lost = u - r_row[n] if hard else threshold
-                v[n] = u - lost * s
+                    row_bytes[n] = np.uint8(s)
+            else:
+                for n in range(neurons):
+                    x = v[n]
+                    scaled = x * f_row[n] * decay_scale
+                    shifted = np.trunc(scaled) if toward_zero else np.floor(scaled)
+                    shifted = np.sign(x) if nonzero_step and shifted == 0.0 else shifted
+                    decayed = x - shifted if shift else shifted
+                    decayed = x if k_row[n] != 0.0 else decayed
+                    v[n], s, clipped = _fire(decayed + row_current[n], lo, hi, row_theta[n], a_row[n], r_row[n], hard)
+                    saturated_now += clipped
+                    fired_now += s
+                    row_bytes[n] = np.uint8(s)
+            fired += np.int64(fired_now)
+            saturated += np.int64(saturated_now)
             _pack_row(row_words, spikes[t, c, b])
         stats[c, b, 0] = fired
         stats[c, b, 1] = saturated
