@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from neurosim.cli import main
+from neurosim.device.loading import PARSERS, read_yaml
+from neurosim.errors import NeurosimError
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "bad"
@@ -238,6 +240,27 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(name, corpus, caps
         assert status == 2, f"neurosim {' '.join(argv)} exited {status}\n{captured.err}"
         check_error_line(captured.err, entry, words_for(words, command))
         assert snapshot(corpus) == before, f"neurosim {' '.join(argv)} wrote or changed files"
+
+
+YAML_REFUSALS = sorted(name for name, (_, words) in CASES.items()
+                       if isinstance(words, list) and any(w in ("invalid YAML", "duplicate key") for w in words))
+"""The entries that the YAML reader itself refuses (not the schema behind it)."""
+
+
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("name", YAML_REFUSALS)
+def test_yaml_refusals_read_the_same_with_every_parser(name, parser):
+    """libyaml and PyYAML's pure-Python parser detect some problems at different layers (libyaml
+    0.2.6 has a nesting limit of its own); the refusal must carry the same words either way."""
+    entry = CORPUS / name
+    path = entry / "manifest.yaml" if entry.is_dir() else entry
+    with pytest.raises(NeurosimError) as refused:
+        read_yaml(path, parser=parser)
+    message = str(refused.value)
+    assert "\n" not in message and str(path) in message
+    for word in CASES[name][1]:
+        if word != "tensors.npz" and not word.endswith(".yaml"):
+            assert word in message, f"{parser.name}: {word!r} missing from: {message}"
 
 
 @pytest.mark.parametrize("name", sorted(SUBPROCESS_SAMPLE))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -78,48 +78,81 @@ def resolve_profile_path(name_or_path: str | os.PathLike[str], relative_to: Path
 # safe YAML
 
 
-_SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's safe loader where PyYAML was built with it (about 10x faster), else the pure-Python one."""
+class YamlParser(NamedTuple):
+    """One YAML implementation: the loader class whose events :func:`_check_shape` streams, and the
+    strict loader built on it that constructs the data."""
+
+    name: str
+    events: Any
+    strict: Any
 
 
-class _StrictLoader(_SafeBase):
-    """PyYAML's safe loader that refuses duplicate keys (depth and size are bounded by
-    :func:`_check_shape` before this loader runs)."""
+def _strict_loader(base: Any) -> Any:
+    """``base`` (a PyYAML safe loader) made to refuse duplicate keys (depth and size are bounded
+    by :func:`_check_shape` before the loader runs)."""
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merge keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-            except TypeError:  # unhashable key: the base loader reports it
-                break
-            if duplicate:
-                raise yaml.YAMLError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merge keys may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # unhashable key: the base loader reports it
+                    break
+                if duplicate:
+                    raise yaml.YAMLError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
 
 
-def _check_shape(text: str) -> None:
+PYTHON_PARSER = YamlParser("python", yaml.SafeLoader, _strict_loader(yaml.SafeLoader))
+"""PyYAML's pure-Python parser."""
+
+LIBYAML_PARSER = (YamlParser("libyaml", yaml.CSafeLoader, _strict_loader(yaml.CSafeLoader))
+                  if hasattr(yaml, "CSafeLoader") else None)
+"""libyaml's parser where PyYAML was built with it (about 10x faster)."""
+
+PARSERS = tuple(p for p in (LIBYAML_PARSER, PYTHON_PARSER) if p is not None)
+"""The parsers this PyYAML offers, the one :func:`read_yaml` uses first. A refusal says the same
+whichever of them reads the file (tests/test_bad_inputs.py reads the corpus with each)."""
+
+
+def _nesting_error(line: int) -> yaml.YAMLError:
+    return yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {line}")
+
+
+def _check_shape(text: str, parser: YamlParser) -> None:
     """Stream the parser's events (no objects are built) and stop at the first level of nesting
     deeper than :data:`MAX_DEPTH` or the first value past :data:`MAX_NODES`, so that a hostile
-    document costs at most a bounded parse before it is refused."""
+    document costs at most a bounded parse before it is refused.
+
+    libyaml (0.2.6 and later) has a nesting limit of its own and may reach it before this check
+    sees level ``MAX_DEPTH + 1`` (it scans ahead); its refusal is reported as this one's, so that
+    the message does not depend on which PyYAML wheel is installed."""
     depth = nodes = 0
-    for event in yaml.parse(text, Loader=_SafeBase):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {event.start_mark.line + 1}")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-            continue
-        elif not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
-            continue
-        nodes += 1
-        if nodes > MAX_NODES:
-            raise yaml.YAMLError(f"document has more than {MAX_NODES} values")
+    try:
+        for event in yaml.parse(text, Loader=parser.events):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _nesting_error(event.start_mark.line + 1)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+                continue
+            elif not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+                continue
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise yaml.YAMLError(f"document has more than {MAX_NODES} values")
+    except yaml.MarkedYAMLError as exc:
+        if "nesting depth" in str(exc.problem) and exc.problem_mark is not None:
+            raise _nesting_error(exc.problem_mark.line + 1) from None
+        raise
 
 
 def _count_nodes(data: Any, budget: list[int]) -> None:
@@ -137,9 +170,10 @@ def _count_nodes(data: Any, budget: list[int]) -> None:
             _count_nodes(value, budget)
 
 
-def read_yaml(path: Path, error: type[NeurosimError] = ProfileError) -> Any:
+def read_yaml(path: Path, error: type[NeurosimError] = ProfileError, parser: YamlParser = PARSERS[0]) -> Any:
     """Read one YAML document safely (no code, no duplicate keys, bounded size, depth and alias
-    expansion); any problem raises ``error`` naming the file."""
+    expansion); any problem raises ``error`` naming the file. ``parser`` is one of
+    :data:`PARSERS` (the fastest by default)."""
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -150,8 +184,8 @@ def read_yaml(path: Path, error: type[NeurosimError] = ProfileError) -> Any:
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        _check_shape(text)
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        _check_shape(text, parser)
+        data = yaml.load(text, Loader=parser.strict)  # noqa: S506 - a SafeLoader (_strict_loader)
         _count_nodes(data, [MAX_NODES])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

@@ -364,7 +364,21 @@ def check_deployment(deployment: Deployment) -> None:
                               "(fewer weight or input bits, or a smaller fan-in)")
         if layer.readout != (layer is deployment.layers[-1]):
             raise ExportError(f"{where}: only the last layer is the readout")
+        if layer.readout:
+            _check_logits_fit_float32(layer, bound, deployment.timesteps, num.membrane_bits, where)
     _check_limits(deployment)
+
+
+def _check_logits_fit_float32(layer: LayerDeployment, bound: int, timesteps: int, membrane_bits: int | None,
+                              where: str) -> None:
+    """The readout's logits are its state codes times its state unit, in float32: the largest code
+    it can hold (the membrane format's, else every step's largest sum added up) times the unit
+    must stay finite, or a chip's logits would read inf."""
+    largest_code = (1 << (membrane_bits - 1)) if membrane_bits else bound * max(timesteps, 1)
+    largest = float(layer.unit.max()) * float(largest_code)
+    if not largest < float(torch.finfo(torch.float32).max):
+        raise ExportError(f"{where}: state unit {float(layer.unit.max()):.3g} times the largest state code "
+                          f"{largest_code} overflows float32 logits")
 
 
 def _check_limits(deployment: Deployment) -> None:
