@@ -127,14 +127,7 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     if args.learn_threshold:
         neuron["learn_threshold"] = True
     if args.surrogate_param:
-        params = {}
-        for item in args.surrogate_param:
-            key, _, value = item.partition("=")
-            try:
-                params[key] = float(value)
-            except ValueError:
-                raise UsageError(f"--surrogate-param: expected KEY=NUMBER, got {item!r}") from None
-        neuron["surrogate_params"] = params
+        neuron["surrogate_params"] = dict(_surrogate_param(item) for item in args.surrogate_param)
     if neuron:
         out["neuron"] = neuron
     if args.grad_scaling is not None:
@@ -144,6 +137,19 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     if args.tune_width:
         out["tune_width"] = {"enabled": True}
     return out
+
+
+def _surrogate_param(item: str) -> tuple[str, float | str | bool]:
+    """``KEY=VALUE`` of --surrogate-param: a number, true/false, or a word (PSG's shape)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise UsageError(f"--surrogate-param: expected KEY=VALUE, got {item!r}")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
 
 
 def _train_config(args: argparse.Namespace):

@@ -53,13 +53,29 @@ def threshold_ceiling(numerics: NumericsSpec) -> int:
                1 << max(state_bits - 1 - STATE_HEADROOM_BITS, 0))
 
 
+def bias_ceiling(numerics: NumericsSpec) -> int:
+    """Largest bias magnitude in state units the chip holds: the maximum of ``bias_bits`` (the
+    membrane's width where the profile gives none)."""
+    return fp.int_range(numerics.bias_bits or numerics.membrane_bits)[1]
+
+
 def weight_step(weight: Tensor, numerics: NumericsSpec, threshold: Tensor | float | None,
-                in_step: float) -> Tensor:
-    """The weight quantization step of a layer (per layer, per output channel or power of two)."""
+                in_step: float, bias: Tensor | None = None) -> Tensor:
+    """The weight quantization step of a layer (per layer, per output channel or power of two):
+    the step that fits the weights into ``weight_bits``, made coarser where needed so that the
+    nominal threshold stays at or below :func:`threshold_ceiling` and every bias fits
+    :func:`bias_ceiling` (a batch norm folded into the synapse can give biases that a state unit
+    fine enough for the weights cannot hold; a coarser step is what the chip can realise)."""
     step = fp.quantization_scale(weight, numerics.weight_bits, numerics.weight_scale)
+    floors = []
+    scale = (1 << numerics.activation_shift) / in_step  # state unit -> weight step
     if threshold is not None:
-        floor = (torch.as_tensor(threshold, dtype=step.dtype).detach().abs() * (1 << numerics.activation_shift)
-                 / (threshold_ceiling(numerics) * in_step))
+        floors.append(torch.as_tensor(threshold, dtype=step.dtype).detach().abs() * scale / threshold_ceiling(numerics))
+    if bias is not None and bias.numel():
+        magnitude = bias.detach().abs().to(step.dtype)
+        magnitude = magnitude.reshape(step.shape) if step.dim() else magnitude.max()
+        floors.append(magnitude * scale / bias_ceiling(numerics))
+    for floor in floors:
         if numerics.weight_scale == "power_of_two":
             floor = torch.exp2(torch.ceil(torch.log2(floor)))
         step = torch.maximum(step, floor)

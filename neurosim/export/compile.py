@@ -213,7 +213,7 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
         if tensor is not None and not bool(torch.isfinite(tensor).all()):
             raise ExportError(f"{name}: {what} holds NaN or inf")
     in_step = quant.input_step(num) if first else 1.0
-    w_step = quant.weight_step(weight, num, threshold, in_step)
+    w_step = quant.weight_step(weight, num, threshold, in_step, bias)
     codes = fp.quantize(weight, w_step, num.weight_bits)
     unit = quant.state_unit(w_step, in_step, weight.dim(), num.activation_shift).to(torch.float32)
     bias_codes = None

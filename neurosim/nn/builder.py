@@ -84,10 +84,8 @@ def parse_spec(spec: str) -> tuple[str, list[tuple]]:
     return kind, layers
 
 
-def _node(options: NeuronOptions, psg_shape: str) -> LIFNode:
+def _node(options: NeuronOptions) -> LIFNode:
     params = dict(options.surrogate_params)
-    if options.surrogate == "psg":
-        params.setdefault("shape", psg_shape)
     return LIFNode(beta=options.beta, threshold=options.threshold, v_reset=options.v_reset,
                    reset=options.reset, reset_grad=options.reset_grad,
                    surrogate=make_surrogate(options.surrogate, **params),
@@ -102,8 +100,9 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
     """A :class:`SpikingNetwork` from a spec string for inputs of ``input_shape`` (C, H, W).
 
     ``norm``: ``none`` | ``bn`` (seed 003, BN on input currents) | ``tdbn`` (scale alpha * theta).
-    PSG surrogates get the arctan shape after convolutions and the sigmoid shape after dense
-    layers (seed 002 case 1 / case 2). With ``neuron.synapse_decay2`` every spiking layer (dense
+    PSG surrogates take the arctan shape on every spiking layer (seed 002 case 1, layers whose
+    output is spikes; its case 2, the sigmoid shape, is for fully connected layers whose
+    accumulated potential is the network's output, which here is the non-spiking readout). With ``neuron.synapse_decay2`` every spiking layer (dense
     only) gets a second synaptic state: ``synapse2 = nn.Linear(in, out, bias=False)``, and
     ``recurrent2 = nn.Linear(n, n, bias=False)`` where the layer is recurrent.
     """
@@ -136,10 +135,10 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
             w = (shape[2] + 2 * pad - k) // stride + 1
             if h < 1 or w < 1:
                 raise ValueError(f"model spec {spec!r}: layer {out}c{k} leaves no pixels of a {shape} input")
-            shape, psg_shape = (out, h, w), "atan"
+            shape = (out, h, w)
         else:
             synapse = nn.Linear(math.prod(shape), layer[1], bias=(norm == "none"))
-            shape, psg_shape = (layer[1],), "sigmoid"
+            shape = (layer[1],)
         recurrent = nn.Linear(shape[0], shape[0], bias=False) if layer[0] == "dense" and layer[2] else None
         if recurrent is not None:
             with torch.no_grad():  # start near the feed-forward scale: 1/sqrt(n) like nn.Linear, halved
@@ -150,7 +149,7 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
             with torch.no_grad():
                 recurrent2.weight.mul_(0.5)
         bn = TemporalBatchNorm(shape[0], scale=scale) if norm != "none" else None
-        blocks.append(SpikingBlock(synapse, _node(options, psg_shape), bn, dropout=dropout, recurrent=recurrent,
+        blocks.append(SpikingBlock(synapse, _node(options), bn, dropout=dropout, recurrent=recurrent,
                                    synapse2=synapse2, recurrent2=recurrent2))
     readout = Readout(math.prod(shape), num_classes, beta=readout_beta, threshold=options.threshold,
                       synapse_decay=options.synapse_decay)

@@ -161,16 +161,21 @@ class PSG(Surrogate):
     Eq. 16 and Eq. 15, the latter clipped to [-1, 1] since it is unbounded):
 
         do/du = 1 / (1 + e^(-gamma x)),  do/dgamma = clip(x / (1 + e^(-gamma x)), -1, 1)
+
+    The builder gives every spiking layer the arctan shape: the sigmoid shape is largest for
+    neurons far above threshold, which suits a layer whose potential is the output, not one that
+    spikes. ``learn=False`` freezes gamma: the fixed surrogate of the same shape, seed 002's
+    baseline (Table 2).
     """
 
     name = "psg"
 
-    def __init__(self, gamma: float = 2.0, shape: str = "atan") -> None:
+    def __init__(self, gamma: float = 2.0, shape: str = "atan", learn: bool = True) -> None:
         super().__init__()
         if shape not in ("atan", "sigmoid"):
             raise ValueError(f"PSG shape must be 'atan' or 'sigmoid', got {shape!r}")
         self.shape = shape
-        self.gamma = nn.Parameter(torch.tensor(float(gamma)))
+        self.gamma = nn.Parameter(torch.tensor(float(gamma)), requires_grad=bool(learn))
 
     @staticmethod
     def derivatives(x: Tensor, gamma: Tensor, shape: str) -> tuple[Tensor, Tensor]:
@@ -187,8 +192,8 @@ class PSG(Surrogate):
     def forward(self, x: Tensor) -> Tensor:
         return _PSGFunction.apply(x, self.gamma.to(x.dtype), self.shape)
 
-    def config(self) -> dict[str, float | str]:
-        return {"gamma": float(self.gamma.detach()), "shape": self.shape}
+    def config(self) -> dict[str, float | str | bool]:
+        return {"gamma": float(self.gamma.detach()), "shape": self.shape, "learn": self.gamma.requires_grad}
 
 
 class TrSG(Surrogate):
@@ -227,7 +232,7 @@ SURROGATES: dict[str, type[Surrogate]] = {
     cls.name: cls for cls in (ATan, FastSigmoid, Rectangle, Triangle, PSG, TrSG)}
 
 
-def make_surrogate(name: str, **params: float | str) -> Surrogate:
+def make_surrogate(name: str, **params: float | str | bool) -> Surrogate:
     """A surrogate by name (``atan``, ``fast_sigmoid``, ``rectangle``, ``triangle``, ``psg``,
     ``trsg``) with its width parameter."""
     if name not in SURROGATES:

@@ -43,7 +43,7 @@ class NeuronConfig(_Section):
     reset: Literal["hard", "soft"] | None = None
     reset_grad: Literal["clip", "detach", "full"] | None = None
     surrogate: Literal["atan", "fast_sigmoid", "rectangle", "triangle", "psg", "trsg"] = "atan"
-    surrogate_params: dict[str, float | str] = Field(default_factory=dict)
+    surrogate_params: dict[str, float | str | bool] = Field(default_factory=dict)
     v_init: Literal["zero", "mp_init"] = "zero"
     learn_threshold: bool = False
     learn_beta: bool = False

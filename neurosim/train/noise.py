@@ -100,7 +100,7 @@ class ChipContext:
         if first:
             in_step = quant.input_step(num)
             x = fake_quantize(x, in_step, quant.input_bits(num))
-        w_step = quant.weight_step(weight, num, threshold, in_step)
+        w_step = quant.weight_step(weight, num, threshold, in_step, bias)
         self.weight_steps[name] = w_step
         codes = fake_quantize(weight, w_step, num.weight_bits)
         if var is not None and var.stuck is not None:

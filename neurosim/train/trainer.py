@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, float]] = []
         self.tuned_width: float | None = None
+        self.width_tuning: methods.WidthTuning | None = None
         for block in model.blocks:
             block.record = config.grad_scaling.enabled
         for node in model.spiking_nodes():
@@ -161,14 +163,19 @@ class Trainer:
         order = torch.randperm(len(split), generator=self.shuffle) if shuffle else None
         return split.batches(self.config.batch_size, order)
 
-    def tune_width(self) -> float:
-        """Seed 003's bisection of the surrogate width on the first training batch."""
+    def tune_width(self) -> methods.WidthTuning:
+        """Seed 003's bisection of the surrogate width on the first training batch; one warning
+        line on stderr when it ends at a bound."""
         inputs, targets = self.batches(self.dataset.train, shuffle=False)[0]
         chip = self.training_chip(0)
         cfg = self.config.tune_width
-        self.tuned_width = methods.tune_surrogate_width(
+        tuning = methods.tune_surrogate_width(
             self.model, lambda m: self.loss(m(inputs, chip), targets), cfg.low, cfg.high, cfg.iterations)
-        return self.tuned_width
+        self.tuned_width, self.width_tuning = tuning.gamma, tuning
+        warning = tuning.warning(cfg.low, cfg.high)
+        if warning and self.group.is_main:
+            print(f"warning: {warning}", file=sys.stderr)
+        return tuning
 
     def _diverged(self, why: str) -> TrainingDiverged:
         """The error that stops a run whose loss, step or state became non-finite."""
@@ -501,6 +508,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         "seconds": time.perf_counter() - start,
         "processes": group.world,
         "tuned_surrogate_width": trainer.tuned_width,
+        "width_tuning": None if trainer.width_tuning is None else trainer.width_tuning._asdict(),
         "history": trainer.history,
     }
     if init_from is not None:
