@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from neurosim.cli import main
@@ -187,6 +187,15 @@ def test_engine_matches_xylosim_on_random_networks(xylosim, network):
     varied = {name for layer in deployment.layers for name in layer.per_neuron}
     if any(np.unique(np.asarray(getattr(config, key))).size > 1 for key in ("threshold", "dash_mem", "dash_syn")):
         assert varied  # values that differ between neurons are held per neuron
+    for name in sorted(varied):  # what the example exercised (pytest --hypothesis-show-statistics)
+        event(f"per-neuron {name}")
+    for key in ("dash_mem", "dash_syn", "dash_mem_out", "dash_syn_out", "dash_syn2"):
+        if getattr(config, key) is not None and bool((np.asarray(getattr(config, key)) == 0).any()):
+            event("some dash 0")
+    if bool(((want["v_mem"] == -32768) & (np.asarray(config.dash_mem) == 0)).any()):
+        event("v_mem -32768 with dash_mem 0")
+    if int(want["spikes"].sum()) or int(want["out_spikes"].sum()):
+        event("spikes")
 
 
 # ------------------------------------------------------------------ b. saturation edge cases
@@ -446,6 +455,35 @@ def test_artifact_versions_one_value_per_layer_and_per_neuron(tmp_path):
         with pytest.raises(ArtifactError, match=words) as info:
             load_deployment(edited(name, change))
         assert "\n" not in str(info.value) and name in str(info.value)
+
+
+def test_per_neuron_values_of_any_chip_from_integers():
+    """Deployment.from_integers takes per-neuron arrays on any profile: values that differ are
+    held per neuron, equal ones as the layer's value, another shape is refused naming the layer;
+    a chip's variation perturbs each neuron's own nominal threshold; NIR export refuses them."""
+    profile = load_profile("hardreset-noisy")
+    layers = [{"weight": np.ones((3, 2), dtype=np.int64), "threshold": np.array([200, 500, 900]), "unit": 1e-4, "beta": np.full(3, 0.5),
+               "v_reset": np.array([0, -1, 1])},
+              {"weight": np.ones((2, 3), dtype=np.int64), "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, 3, (2,))
+    hidden = deployment.layers[0]
+    assert sorted(hidden.per_neuron) == ["threshold", "v_reset"] and hidden.beta == 0.5
+    assert hidden.neuron_values("threshold").tolist() == pytest.approx([0.02, 0.05, 0.09])
+    with pytest.raises(ExportError, match=r"block0: threshold of shape \[2\], expected one value or one per neuron \[3\]"):
+        Deployment.from_integers(profile, [dict(layers[0], threshold=np.array([200, 500])), layers[1]], 3, (2,))
+    from neurosim.device import sample_chips
+    from neurosim.engine import deployment_shapes
+
+    chips = sample_chips(profile, deployment_shapes(deployment), n=4, seed=3)
+    engine = IntegerEngine(deployment, chips)
+    theta = engine.layers[0].threshold[:, 0]  # [chips, neurons]: codes around 200, 500, 900 (sigma 0.001 = 10 units)
+    assert theta.shape == (4, 3) and bool((theta[:, 2] > theta[:, 0]).all())
+    assert not bool((theta == theta[:1]).all())  # the chips differ
+    nir = pytest.importorskip("nir", reason="the nir extra is not installed")
+    assert nir is not None
+    from neurosim.export.nir_graph import to_nir
+    with pytest.raises(ExportError, match="block0: per-neuron threshold, v_reset have no NIR form here"):
+        to_nir(deployment)
 
 
 # ------------------------------------------------------------------ d. refusals and file errors
