@@ -20,6 +20,9 @@ Conventions, as in the engine:
   and initial state and its unit are float64 (a chip's deviation ``sigma * z`` is still applied
   in float32, the dtype of the draws, and the result widened); input codes wider than 24 bits
   are computed in float64. Noise codes and the logits stay float32.
+* Neuron parameters are each neuron's own: a layer's per-neuron value where it has one
+  (``LayerDeployment.per_neuron``, read entry by entry in :func:`nominal_of`), else the layer's
+  value; a chip's variation perturbs that nominal value.
 * The only thing taken from the library is the seeded randomness: the chip's static draws
   (``chips.layers[name]``) and the dynamic noise stream (:class:`~neurosim.device.DynamicNoise`).
 """
