@@ -1,8 +1,9 @@
 """neurosim's integer engine against the vendors' bit-accurate models (docs/chips.md).
 
 1. A random Xylo network (recurrent hidden layer with two synaptic states, up to 31 spikes a
-   step, weight shifts): SynSense's xylosim (the ``xylo`` extra) and neurosim's engine on the
-   ``xylo-like`` rules, compared on every spike, membrane and synaptic state of every step.
+   step, weight shifts, a threshold and dashes of its own for each neuron, some dashes 0):
+   SynSense's xylosim (the ``xylo`` extra) and neurosim's engine on the ``xylo-like`` rules,
+   compared on every spike, membrane and synaptic state of every step.
 2. A two-layer Loihi network: neurosim's restatement of Lava's bit-accurate Dense + LIF
    (``neurosim.engine.lava_reference``) and the engine on the ``loihi-like`` rules.
 
@@ -26,22 +27,23 @@ steps = 20
 n_in, n_hid, n_out = 16, 24, 8
 config = XyloConfig(
     weights_in=rng.integers(-128, 128, (n_in, n_hid)), weights_rec=rng.integers(-40, 40, (n_hid, n_hid)),
-    weights_out=rng.integers(-128, 128, (n_hid, n_out)), threshold=np.full(n_hid, 3000),
-    threshold_out=np.full(n_out, 4000), bias=rng.integers(-50, 50, n_hid), bias_out=np.zeros(n_out, dtype=int),
-    has_bias=True, weight_shift_inp=3, weight_shift_rec=2, weight_shift_out=4,
-    dash_mem=np.full(n_hid, 3), dash_mem_out=np.full(n_out, 4), dash_syn=np.full(n_hid, 2),
+    weights_out=rng.integers(-128, 128, (n_hid, n_out)), threshold=rng.integers(1500, 4500, n_hid),
+    threshold_out=rng.integers(3000, 5000, n_out), bias=rng.integers(-50, 50, n_hid),
+    bias_out=np.zeros(n_out, dtype=int), has_bias=True, weight_shift_inp=3, weight_shift_rec=2, weight_shift_out=4,
+    dash_mem=rng.integers(0, 6, n_hid), dash_mem_out=rng.integers(2, 6, n_out), dash_syn=rng.integers(0, 4, n_hid),
     dash_syn_out=np.full(n_out, 2), weights_in2=rng.integers(-128, 128, (n_in, n_hid)),
-    weights_rec2=np.zeros((n_hid, n_hid), dtype=int), dash_syn2=np.full(n_hid, 5))
+    weights_rec2=np.zeros((n_hid, n_hid), dtype=int), dash_syn2=rng.integers(3, 8, n_hid))
 counts = rng.integers(0, 16, (steps, n_in))  # input events per channel and step
-result = IntegerEngine(deployment_from_config(config, steps)).run_codes(
-    torch.from_numpy(counts)[None], record=True, record_states=True)
+deployment = deployment_from_config(config, steps)  # thresholds and dashes per neuron (LayerDeployment.per_neuron)
+result = IntegerEngine(deployment).run_codes(torch.from_numpy(counts)[None], record=True, record_states=True)
 engine = {"spikes": result.spikes["block0"], "out_spikes": result.spikes["readout"],
           "v_mem": result.states["block0"]["v"], "i_syn": result.states["block0"]["i"],
           "i_syn2": result.states["block0"]["i2"], "v_mem_out": result.states["readout"]["v"],
           "i_syn_out": result.states["readout"]["i"]}
 engine = {key: value[:, 0, 0].numpy().astype(np.int64) for key, value in engine.items()}
-print(f"Xylo network: {n_in} inputs, {n_hid} recurrent hidden neurons (2 synaptic states), {n_out} outputs, "
-      f"{steps} steps; hidden spikes {int(engine['spikes'].sum())} (at most {int(engine['spikes'].max())} "
+print(f"Xylo network: {n_in} inputs, {n_hid} recurrent hidden neurons (2 synaptic states; per neuron: "
+      f"{', '.join(sorted(deployment.layers[0].per_neuron))}; {int((config.dash_mem == 0).sum())} with dash_mem 0), "
+      f"{n_out} outputs, {steps} steps; hidden spikes {int(engine['spikes'].sum())} (at most {int(engine['spikes'].max())} "
       f"in one step), output spikes {int(engine['out_spikes'].sum())}")
 try:
     xylo = run_xylosim(config, counts)

@@ -271,8 +271,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from neurosim.export import compile_model
+    from neurosim.export.deployment import MANIFEST
     from neurosim.train.trainer import METRICS, load_run
 
+    if (Path(args.run_dir) / MANIFEST).is_file():
+        return _export_artifact_xylo(args)
     if args.format == "nir" and args.adapt and not args.profile:
         raise UsageError("--adapt converts neurons for a chip: with --format nir it needs --profile")
     model, config, _ = load_run(args.run_dir)
@@ -330,11 +333,34 @@ def _export_xylo(args: argparse.Namespace, model, profile, metadata: dict) -> in
     return 0
 
 
-def _cmd_import(args: argparse.Namespace) -> int:
-    from neurosim.export.nir_graph import deployment_from_nir, import_run, read_nir
+def _export_artifact_xylo(args: argparse.Namespace) -> int:
+    """``export ARTIFACT --format xylo``: a deployment artifact (compiled already, e.g. imported
+    from a Xylo configuration) as the .npz of xylosim's XyloLayer, per-neuron values included."""
+    from neurosim.export import load_deployment
+    from neurosim.export.xylo import config_from_deployment, save_xylo
 
+    if args.format != "xylo":
+        raise UsageError(f"{args.run_dir}: a deployment artifact exports only with --format xylo (a training run "
+                         "exports to every format)")
+    if args.profile or args.adapt:
+        raise UsageError(f"{args.run_dir}: a deployment artifact is compiled for its profile already; "
+                         f"{'--profile' if args.profile else '--adapt'} applies to a training run")
+    deployment = load_deployment(args.run_dir)
+    config = config_from_deployment(deployment)
+    save_xylo(config, args.out, overwrite=args.force)
+    n_in, n_hid, n_out = config.sizes
+    print(f"exported a Xylo network ({n_in} inputs, {n_hid} hidden, {n_out} outputs) from the artifact "
+          f"{args.run_dir} for xylosim.v2.XyloLayer: {args.out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
     if args.timesteps is not None and args.timesteps < 1:
         raise UsageError(f"--timesteps must be at least 1, got {args.timesteps}")
+    if Path(args.file).suffix == ".npz":
+        return _import_xylo(args)
+    from neurosim.export.nir_graph import deployment_from_nir, import_run, read_nir
+
     if args.artifact:
         deployment = deployment_from_nir(read_nir(args.file), where=str(args.file))
         deployment.save(args.out, overwrite=args.force)
@@ -347,6 +373,26 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"imported {info.spec} ({info.source}, {info.timesteps} steps, dt {info.dt:g} s): {args.out}/config.yaml, "
           "checkpoint.pt, import.yaml")
     print(f"train it further with: neurosim train --config {args.out}/config.yaml --init-from {args.out} --out NEW_DIR")
+    return 0
+
+
+def _import_xylo(args: argparse.Namespace) -> int:
+    """``import FILE.npz --artifact --timesteps T``: a Xylo configuration (the .npz of export
+    --format xylo, or one written for xylosim) as a deployment artifact that runs it bit for bit."""
+    from neurosim.export.xylo import XYLO_PROFILE, deployment_from_config, load_xylo
+
+    if not args.artifact or args.timesteps is None:
+        raise UsageError(f"{args.file}: a Xylo configuration imports as a deployment artifact: give --artifact "
+                         "and --timesteps T")
+    config = load_xylo(args.file)
+    deployment = deployment_from_config(config, args.timesteps, args.profile or XYLO_PROFILE,
+                                        metadata={"source": str(args.file)})
+    deployment.save(args.out, overwrite=args.force)
+    varied = sorted({name for layer in deployment.layers for name in layer.per_neuron})
+    n_in, n_hid, n_out = config.sizes
+    print(f"imported a Xylo network ({n_in} inputs, {n_hid} hidden, {n_out} outputs; "
+          f"{', '.join(varied) if varied else 'no values'} per neuron) as a deployment on "
+          f"{deployment.profile.name}: {args.out}")
     return 0
 
 
@@ -483,8 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "the integer configuration of xylosim's XyloLayer as one .npz (weights_in, "
                                         "weights_rec, weights_out, threshold(_out), bias(_out), has_bias, "
                                         "weight_shift_inp/rec/out, dash_mem(_out), dash_syn(_out); run it with "
-                                        "neurosim.export.xylo.run_xylosim, needs the xylo extra).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train (or neurosim import)")
+                                        "neurosim.export.xylo.run_xylosim, needs the xylo extra). A deployment "
+                                        "artifact (e.g. from neurosim import FILE.npz --artifact) exports with "
+                                        "--format xylo as it is, per-neuron thresholds, biases and dashes included.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of neurosim train (or neurosim import), or a "
+                   "deployment artifact (--format xylo)")
     p.add_argument("--format", choices=("artifact", "nir", "xylo"), default="artifact",
                    help="artifact folder for neurosim run (default), NIR graph file, or Xylo .npz")
     p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the one it was trained for; "
@@ -501,8 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "that neurosim export, run (after export), sweep and train --init-from "
                                         "accept. Time: forward Euler with the graph's dt (default 1e-4 s, "
                                         "snnTorch's). Recurrent or branching graphs, unsupported nodes and "
-                                        "per-neuron parameters that differ within a layer are refused.")
-    p.add_argument("file", metavar="FILE.nir")
+                                        "per-neuron parameters that differ within a layer are refused. A Xylo "
+                                        "configuration FILE.npz (export --format xylo, or any configuration "
+                                        "xylosim's XyloLayer takes) imports with --artifact --timesteps T as the "
+                                        "deployment artifact that runs it bit for bit (per-neuron values kept).")
+    p.add_argument("file", metavar="FILE.nir|FILE.npz")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (or with --artifact, artifact) to write")
     p.add_argument("--dataset", help="dataset the run uses (default: the graph's training metadata, else digits)")
     p.add_argument("--data-root", metavar="DIR")

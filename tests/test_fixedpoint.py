@@ -196,6 +196,14 @@ def test_decay_multiplier_and_shift_for():
         assert fp.decay_shift_for(1 - 2.0 ** -k).item() == k
     assert fp.decay_shift_for(0.9).item() == 3  # 1 - 2^-3 = 0.875 is the nearest in log scale
     assert fp.decay_shift_for(1.0).item() == 31
+    # beta 0 is 1 - 2^0: shift 0 clears the state (Xylo's dash 0); just above 0 the nearest is 1
+    assert fp.decay_shift_for(torch.tensor([0.0, 1e-6, 0.25])).tolist() == [0, 1, 1]
+    v = torch.tensor([-32768, -5, -1, 0, 1, 7, 32767])
+    assert fp.decay_by_shift(v, 0, "floor", nonzero_step=True).tolist() == [0] * 7
+    # xylosim's -decay(v) is int16: with dash 0, v = -32768 gives -(-32768) = -32768, so dv = -32768 + 32766
+    # = -2 and v stays at -32768 (unwrapped, dv would saturate at 32767 and v become -1)
+    assert fp.membrane_increment(torch.tensor([-32768]), torch.tensor([0]), torch.tensor([32766]), None, 16,
+                                 "saturate").tolist() == [-32768]
 
 
 # ------------------------------------------------------------------ rounding and quantization

@@ -24,6 +24,7 @@ from neurosim.engine import reference as ref
 from neurosim.engine.reference import reference_run
 from neurosim.engine.engine import count_synaptic_ops
 from neurosim.errors import ExportError
+from neurosim.export.compile import check_deployment
 from neurosim.export.deployment import Deployment
 
 SETTINGS = dict(deadline=None, database=None,
@@ -505,6 +506,58 @@ def test_recurrent_layers_and_weight_shifts(data, name):
 def test_loihi_like(data):
     deployment, x = data.draw(builtin_cases("loihi-like", 10, 5, (0.25, 1.0)))
     compare(deployment, x, chips_for(data.draw, deployment), batch=data.draw(st.integers(0, 3)))
+
+
+@st.composite
+def per_neuron_cases(draw):
+    """A dense or convolutional case whose layers hold some neuron parameters per neuron
+    (:attr:`LayerDeployment.per_neuron`): thresholds and resets of random codes, decays from 0
+    (the state cleared every step) to 1 (kept), drawn per neuron; chip variation then applies to
+    each neuron's own nominal value."""
+    deployment, x = draw(dense_cases() | conv_cases())
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    num = deployment.profile.numerics
+    for layer in deployment.layers:
+        shape = tuple(layer.output_shape)
+        unit = torch.broadcast_to(layer.unit.double().reshape(-1, *([1] * (len(shape) - 1)))
+                                  if layer.unit.dim() else layer.unit.double(), shape)
+        values = {}
+        if not layer.readout:
+            if draw(st.booleans()):
+                top = min(theta_max(deployment.profile, layer.unit.numel() > 1), 200)
+                values["threshold"] = torch.from_numpy(rng.integers(1, top + 1, shape)).double() * unit
+            if draw(st.booleans()):
+                v_hi = fp.int_range(num.membrane_bits)[1]
+                values["v_reset"] = torch.from_numpy(rng.integers(-min(v_hi, 4), min(v_hi, 4) + 1, shape)).double() * unit
+        for name in ("beta", "synapse_decay"):
+            if getattr(layer, name) is not None and draw(st.booleans()):
+                choices = np.array([0.0, 0.5, 0.75, 0.9, 1.0, rng.random()])
+                values[name] = torch.from_numpy(rng.choice(choices, shape))
+        for name, tensor in values.items():
+            layer.per_neuron[name] = tensor
+            setattr(layer, name, float(tensor.reshape(-1)[0]))
+    assume(any(layer.per_neuron for layer in deployment.layers))
+    try:
+        check_deployment(deployment)
+    except ExportError:
+        assume(False)
+    for layer in deployment.layers:
+        for name in layer.per_neuron:
+            event(f"per-neuron {name}")
+            if name in ("beta", "synapse_decay") and bool((layer.per_neuron[name] == 0).any()):
+                event(f"{name} 0 (state cleared)")
+    return deployment, x
+
+
+@settings(max_examples=examples(40), **SETTINGS)
+@given(data=st.data())
+def test_per_neuron_values_on_random_chips(data):
+    """Per-neuron thresholds, resets and decays (decay 0 included) under each chip's variation:
+    the reference reads each neuron's nominal value and perturbs it, the engine's tensor steps
+    and compiled loop (compare runs both) agree with it bit for bit."""
+    deployment, x = data.draw(per_neuron_cases())
+    chips = chips_for(data.draw, deployment) if data.draw(st.booleans()) else None
+    compare(deployment, x, chips, batch=data.draw(st.integers(0, 3)))
 
 
 def noisy_faulty_xylo() -> DeviceProfile:

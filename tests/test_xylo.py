@@ -1,6 +1,7 @@
 """Xylo (issue 9): neurosim's integer engine on the xylo-like rules against SynSense's xylosim
 0.1.3 bit for bit (spike counts, membranes and synaptic states of hidden and output neurons at
-every step), and ``neurosim export --format xylo``.
+every step), on any configuration xylosim takes (thresholds, biases and dashes per neuron, dash 0
+included), and ``neurosim export --format xylo`` / ``neurosim import FILE.npz --artifact``.
 
 The comparisons need xylosim (the ``xylo`` extra: ``pip install 'neurosim[xylo]'``); where it
 cannot be imported they are skipped with that reason. Export refusals and file errors run
@@ -16,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+import yaml
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from neurosim.cli import main
 from neurosim.engine import IntegerEngine
 from neurosim.errors import ArtifactError, ExportError
-from neurosim.export import Deployment, compile_model
+from neurosim.engine.reference import reference_run
+from neurosim.export import Deployment, compile_model, load_deployment
 from neurosim.export.xylo import (XYLO_KEYS, XyloConfig, config_from_deployment,
                                   deployment_from_config, load_xylo, run_xylosim, save_xylo, xylo_layer)
 from neurosim.device import load_profile
@@ -46,18 +49,22 @@ def xylosim():
 
 def make_config(n_in: int, n_hid: int, n_out: int, *, w_in=None, w_rec=None, w_out=None, threshold=1000,
                 threshold_out=1000, bias=None, bias_out=None, shifts=(0, 0, 0), dash=(1, 1), dash_out=(1, 1)) -> XyloConfig:
-    """A configuration with uniform thresholds and decays per population (as a neurosim layer)."""
+    """A configuration; thresholds and dashes are one number for the whole population or one per
+    neuron (``dash = (dash_mem, dash_syn)``, each a number or an array)."""
     def dense(value, shape):
         return np.zeros(shape, dtype=np.int64) if value is None else np.asarray(value, dtype=np.int64).reshape(shape)
+
+    def per_neuron(value, n):
+        return np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).copy()
 
     has_bias = bias is not None or bias_out is not None
     return XyloConfig(
         weights_in=dense(w_in, (n_in, n_hid)), weights_rec=dense(w_rec, (n_hid, n_hid)),
-        weights_out=dense(w_out, (n_hid, n_out)), threshold=np.full(n_hid, threshold),
-        threshold_out=np.full(n_out, threshold_out), bias=dense(bias, (n_hid,)), bias_out=dense(bias_out, (n_out,)),
+        weights_out=dense(w_out, (n_hid, n_out)), threshold=per_neuron(threshold, n_hid),
+        threshold_out=per_neuron(threshold_out, n_out), bias=dense(bias, (n_hid,)), bias_out=dense(bias_out, (n_out,)),
         has_bias=has_bias, weight_shift_inp=shifts[0], weight_shift_rec=shifts[1], weight_shift_out=shifts[2],
-        dash_mem=np.full(n_hid, dash[0]), dash_syn=np.full(n_hid, dash[1]), dash_mem_out=np.full(n_out, dash_out[0]),
-        dash_syn_out=np.full(n_out, dash_out[1]))
+        dash_mem=per_neuron(dash[0], n_hid), dash_syn=per_neuron(dash[1], n_hid),
+        dash_mem_out=per_neuron(dash_out[0], n_out), dash_syn_out=per_neuron(dash_out[1], n_out))
 
 
 def run_engine(config: XyloConfig, counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,7 +94,31 @@ def assert_same(config: XyloConfig, counts: np.ndarray, layer=None) -> dict[str,
 
 
 def summary(config: XyloConfig) -> dict:
-    return {key: np.asarray(getattr(config, key)).tolist() for key in XYLO_KEYS}
+    return {key: np.asarray(getattr(config, key)).tolist() for key in config.keys}
+
+
+def assert_same_config(got: XyloConfig, want: XyloConfig) -> None:
+    """Two configurations hold the same fields with the same values."""
+    assert got.keys == want.keys, (got.keys, want.keys)
+    for key in want.keys:
+        assert np.array_equal(np.asarray(getattr(got, key)), np.asarray(getattr(want, key))), \
+            (key, np.asarray(getattr(got, key)).tolist(), np.asarray(getattr(want, key)).tolist())
+
+
+def assert_reference_agrees(config: XyloConfig, counts: np.ndarray, want: dict[str, np.ndarray]) -> None:
+    """The slow reference (neurosim/engine/reference.py, each neuron's own threshold, bias and
+    dashes) on the deployment of ``config`` gives xylosim's recorded quantities too: input
+    counts c are given as c / 15, which the reference encodes back to c."""
+    deployment = deployment_from_config(config, counts.shape[0])
+    frames = (torch.from_numpy(counts).to(torch.float32) / 15)[None]  # [1, T, N_in] in [0, 1]
+    expected = reference_run(deployment, frames)
+    names = {"spikes": ("block0", None), "out_spikes": ("readout", None), "v_mem": ("block0", "v"),
+             "i_syn": ("block0", "i"), "v_mem_out": ("readout", "v"), "i_syn_out": ("readout", "i"),
+             "i_syn2": ("block0", "i2")}
+    for key, value in want.items():
+        layer, state = names[key]
+        got = expected["spikes"][layer] if state is None else expected["states"][layer][state]
+        assert np.array_equal(got[:, 0], value), (key, got[:, 0].tolist(), value.tolist())
 
 
 # ------------------------------------------------------------------ a. random networks
@@ -96,8 +127,8 @@ def summary(config: XyloConfig) -> dict:
 @st.composite
 def networks(draw):
     """A network in Xylo's ranges: full int8 weights (dense or sparse, small or large), shifts
-    0..7, dashes 1..15, thresholds from 1 (many spikes a step) to 32767, biases to +-32768,
-    input counts 0..15, 1..12 steps."""
+    0..7, dashes 0..15 and thresholds from 1 (many spikes a step) to 32767, each the same for a
+    population or drawn per neuron, biases to +-32768, input counts 0..15, 1..12 steps."""
     n_in, n_hid, n_out = draw(st.integers(1, 16)), draw(st.integers(1, 12)), draw(st.integers(1, 8))
     steps = draw(st.integers(1, 12))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
@@ -107,8 +138,10 @@ def networks(draw):
         values = rng.integers(-top, top, shape, endpoint=top < 128)
         return values * (rng.random(shape) < draw(st.sampled_from((0.2, 0.6, 1.0))))
 
-    def threshold():
-        return int(draw(st.sampled_from((rng.integers(1, 8), rng.integers(8, 1000), rng.integers(1000, 32768)))))
+    def threshold(n):
+        per_neuron = draw(st.booleans())
+        lo, hi = draw(st.sampled_from(((1, 8), (8, 1000), (1000, 32768), (1, 32768))))
+        return rng.integers(lo, hi, n) if per_neuron else int(rng.integers(lo, hi))
 
     def biases(n):
         kind = draw(st.sampled_from(("none", "small", "large")))
@@ -117,19 +150,26 @@ def networks(draw):
         top = 100 if kind == "small" else 32768
         return rng.integers(-top, top, n, endpoint=kind == "small")
 
-    def dash():
-        return (draw(st.integers(1, 15)), draw(st.integers(1, 15)))
+    def dash_values(n):
+        kind = draw(st.sampled_from(("one", "per neuron", "with zeros")))
+        if kind == "one":
+            return draw(st.integers(0, 15))
+        values = rng.integers(0, 16, n)
+        return np.where(rng.random(n) < 0.4, 0, values) if kind == "with zeros" else values
+
+    def dash(n):
+        return (dash_values(n), dash_values(n))
 
     bias, bias_out = biases(n_hid), biases(n_out)
     if (bias is None) != (bias_out is None) and draw(st.booleans()):
         bias, bias_out = None, None
     config = make_config(n_in, n_hid, n_out, w_in=weights((n_in, n_hid)), w_rec=weights((n_hid, n_hid)),
-                         w_out=weights((n_hid, n_out)), threshold=threshold(), threshold_out=threshold(),
+                         w_out=weights((n_hid, n_out)), threshold=threshold(n_hid), threshold_out=threshold(n_out),
                          bias=bias, bias_out=bias_out, shifts=tuple(draw(st.integers(0, 7)) for _ in range(3)),
-                         dash=dash(), dash_out=dash())
+                         dash=dash(n_hid), dash_out=dash(n_out))
     if draw(st.booleans()):  # Xylo's second synaptic state of the hidden neurons
         config.weights_in2, config.weights_rec2 = weights((n_in, n_hid)), weights((n_hid, n_hid))
-        config.dash_syn2 = np.full(n_hid, draw(st.integers(1, 15)))
+        config.dash_syn2 = np.broadcast_to(dash_values(n_hid), (n_hid,)).copy()
     counts = rng.integers(0, draw(st.sampled_from((2, 16))), (steps, n_in))
     return config, counts
 
@@ -137,12 +177,25 @@ def networks(draw):
 @settings(max_examples=max(1, int(150 * SCALE)), **SETTINGS)
 @given(networks())
 def test_engine_matches_xylosim_on_random_networks(xylosim, network):
+    """Random configurations, thresholds and dashes per neuron (dash 0 included): xylosim, the
+    engine and the slow reference agree at every step; the deployment converts back unchanged."""
     config, counts = network
-    assert_same(config, counts)
-    back = config_from_deployment(deployment_from_config(config, counts.shape[0]))  # and back, unchanged
-    assert back.keys == config.keys
-    for key in config.keys:
-        assert np.array_equal(np.asarray(getattr(back, key)), np.asarray(getattr(config, key))), key
+    want = assert_same(config, counts)
+    assert_reference_agrees(config, counts, want)
+    deployment = deployment_from_config(config, counts.shape[0])
+    assert_same_config(config_from_deployment(deployment), config)  # and back, unchanged
+    varied = {name for layer in deployment.layers for name in layer.per_neuron}
+    if any(np.unique(np.asarray(getattr(config, key))).size > 1 for key in ("threshold", "dash_mem", "dash_syn")):
+        assert varied  # values that differ between neurons are held per neuron
+    for name in sorted(varied):  # what the example exercised (pytest --hypothesis-show-statistics)
+        event(f"per-neuron {name}")
+    for key in ("dash_mem", "dash_syn", "dash_mem_out", "dash_syn_out", "dash_syn2"):
+        if getattr(config, key) is not None and bool((np.asarray(getattr(config, key)) == 0).any()):
+            event("some dash 0")
+    if bool(((want["v_mem"] == -32768) & (np.asarray(config.dash_mem) == 0)).any()):
+        event("v_mem -32768 with dash_mem 0")
+    if int(want["spikes"].sum()) or int(want["out_spikes"].sum()):
+        event("spikes")
 
 
 # ------------------------------------------------------------------ b. saturation edge cases
@@ -310,6 +363,129 @@ def test_export_xylo_adapts_a_network_trained_for_another_chip(xylosim, tmp_path
     assert int(config.dash_mem_out[0]) == 2 and int(config.dash_syn_out[0]) == 2
 
 
+def seeded_config(seed: int, n_in: int = 4, n_hid: int = 6, n_out: int = 3) -> XyloConfig:
+    """A configuration with every per-neuron value drawn (seeded numpy): thresholds, biases and
+    dashes differ between neurons, a third of the dashes 0, a second synaptic state."""
+    rng = np.random.default_rng(seed)
+
+    def dashes(n):
+        return np.where(rng.random(n) < 0.33, 0, rng.integers(1, 16, n))
+
+    config = make_config(n_in, n_hid, n_out, w_in=rng.integers(-128, 128, (n_in, n_hid)),
+                         w_rec=rng.integers(-128, 128, (n_hid, n_hid)), w_out=rng.integers(-128, 128, (n_hid, n_out)),
+                         threshold=rng.integers(1, 4000, n_hid), threshold_out=rng.integers(1, 4000, n_out),
+                         bias=rng.integers(-200, 200, n_hid), bias_out=rng.integers(-200, 200, n_out),
+                         shifts=(4, 2, 3), dash=(dashes(n_hid), dashes(n_hid)), dash_out=(dashes(n_out), dashes(n_out)))
+    config.weights_in2, config.weights_rec2 = rng.integers(-128, 128, (n_in, n_hid)), rng.integers(-128, 128, (n_hid, n_hid))
+    config.dash_syn2 = dashes(n_hid)
+    return config
+
+
+def test_per_neuron_configuration_through_artifact_and_cli(xylosim, tmp_path, capsys):
+    """``neurosim import FILE.npz --artifact`` of a configuration with per-neuron values (dash 0
+    included) writes an artifact of format version 2 that runs as xylosim does, and ``neurosim
+    export ARTIFACT --format xylo`` writes the same configuration back."""
+    config = seeded_config(3)
+    source = save_xylo(config, tmp_path / "in.npz")
+    art, out = tmp_path / "art", tmp_path / "out.npz"
+    assert main(["import", str(source), "--artifact", "--timesteps", "7", "--out", str(art)]) == 0
+    assert "threshold per neuron" in capsys.readouterr().out
+    manifest = yaml.safe_load((art / "manifest.yaml").read_text())
+    assert manifest["format_version"] == 2
+    entry = manifest["layers"][0]
+    assert set(entry["per_neuron"]) == {"threshold", "beta", "synapse_decay", "synapse_decay2"}
+    assert entry["integer"]["decay_factor"] == config.dash_mem.tolist()  # the manifest's integer codes per neuron
+    assert entry["integer"]["threshold"] == config.threshold.tolist()
+    deployment = load_deployment(art)
+    assert_same_config(config_from_deployment(deployment), config)
+    counts = np.random.default_rng(4).integers(0, 16, (7, 4))
+    want = run_xylosim(config, counts)
+    result = IntegerEngine(deployment).run_codes(torch.from_numpy(counts)[None], record=True, record_states=True)
+    assert np.array_equal(result.spikes["block0"][:, 0, 0].numpy(), want["spikes"])
+    assert np.array_equal(result.states["block0"]["i2"][:, 0, 0].numpy(), want["i_syn2"])
+    assert np.array_equal(result.states["readout"]["v"][:, 0, 0].numpy(), want["v_mem_out"])
+    assert main(["export", str(art), "--format", "xylo", "--out", str(out)]) == 0
+    assert "from the artifact" in capsys.readouterr().out
+    assert_same_config(load_xylo(out), config)
+    with np.load(source) as a, np.load(out) as b:
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+    # what the artifact and the Xylo file do not take: one line, exit 2, nothing written
+    for command, words in ((["export", str(art), "--out", str(tmp_path / "x")], "exports only with --format xylo"),
+                           (["export", str(art), "--format", "xylo", "--profile", "xylo-like", "--out",
+                             str(tmp_path / "x.npz")], "compiled for its profile already"),
+                           (["import", str(source), "--artifact", "--out", str(tmp_path / "x")], "--timesteps T"),
+                           (["import", str(source), "--timesteps", "3", "--out", str(tmp_path / "x")], "--artifact")):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "in.npz", "out.npz"]
+
+
+def test_artifact_versions_one_value_per_layer_and_per_neuron(tmp_path):
+    """A deployment whose neurons share their values writes format version 1, as before (so
+    readers of version 1 read it); per-neuron values need version 2, and a manifest that says 1
+    but holds them, or holds them in a wrong shape or for an unknown quantity, is refused."""
+    uniform = deployment_from_config(make_config(2, 3, 1, threshold=9, dash=(0, 4), bias=[1, 2, 3]), 4)
+    assert not any(layer.per_neuron for layer in uniform.layers)
+    uniform.save(tmp_path / "v1")
+    assert yaml.safe_load((tmp_path / "v1" / "manifest.yaml").read_text())["format_version"] == 1
+    assert_same_config(config_from_deployment(load_deployment(tmp_path / "v1")),
+                       config_from_deployment(uniform))
+    varied = deployment_from_config(seeded_config(8), 4)
+    varied.save(tmp_path / "v2")
+
+    def edited(name: str, change) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "tensors.npz").write_bytes((tmp_path / "v2" / "tensors.npz").read_bytes())
+        manifest = yaml.safe_load((tmp_path / "v2" / "manifest.yaml").read_text())
+        change(manifest)
+        (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        return folder
+
+    assert_same_config(config_from_deployment(load_deployment(edited("same", lambda m: None))), seeded_config(8))
+    cases = {"as-v1": (lambda m: m.update(format_version=1), "per-neuron values need format version 2"),
+             "v3": (lambda m: m.update(format_version=3), "format version 3, this neurosim reads version 1 or 2"),
+             "shape": (lambda m: m["layers"][0]["per_neuron"]["threshold"].update(shape=[2, 3]), r"has shape \[6\]"),
+             "unknown": (lambda m: m["layers"][0]["per_neuron"].update(weight={"key": "block0.weight"}),
+                         "per_neuron weight"),
+             "first": (lambda m: m["layers"][0]["neuron"].update(threshold=12345.0), "first neuron's per-neuron")}
+    for name, (change, words) in cases.items():
+        with pytest.raises(ArtifactError, match=words) as info:
+            load_deployment(edited(name, change))
+        assert "\n" not in str(info.value) and name in str(info.value)
+
+
+def test_per_neuron_values_of_any_chip_from_integers():
+    """Deployment.from_integers takes per-neuron arrays on any profile: values that differ are
+    held per neuron, equal ones as the layer's value, another shape is refused naming the layer;
+    a chip's variation perturbs each neuron's own nominal threshold; NIR export refuses them."""
+    profile = load_profile("hardreset-noisy")
+    layers = [{"weight": np.ones((3, 2), dtype=np.int64), "threshold": np.array([200, 500, 900]), "unit": 1e-4, "beta": np.full(3, 0.5),
+               "v_reset": np.array([0, -1, 1])},
+              {"weight": np.ones((2, 3), dtype=np.int64), "readout": True}]
+    deployment = Deployment.from_integers(profile, layers, 3, (2,))
+    hidden = deployment.layers[0]
+    assert sorted(hidden.per_neuron) == ["threshold", "v_reset"] and hidden.beta == 0.5
+    assert hidden.neuron_values("threshold").tolist() == pytest.approx([0.02, 0.05, 0.09])
+    with pytest.raises(ExportError, match=r"block0: threshold of shape \[2\], expected one value or one per neuron \[3\]"):
+        Deployment.from_integers(profile, [dict(layers[0], threshold=np.array([200, 500])), layers[1]], 3, (2,))
+    from neurosim.device import sample_chips
+    from neurosim.engine import deployment_shapes
+
+    chips = sample_chips(profile, deployment_shapes(deployment), n=4, seed=3)
+    engine = IntegerEngine(deployment, chips)
+    theta = engine.layers[0].threshold[:, 0]  # [chips, neurons]: codes around 200, 500, 900 (sigma 0.001 = 10 units)
+    assert theta.shape == (4, 3) and bool((theta[:, 2] > theta[:, 0]).all())
+    assert not bool((theta == theta[:1]).all())  # the chips differ
+    nir = pytest.importorskip("nir", reason="the nir extra is not installed")
+    assert nir is not None
+    from neurosim.export.nir_graph import to_nir
+    with pytest.raises(ExportError, match="block0: per-neuron threshold, v_reset have no NIR form here"):
+        to_nir(deployment)
+
+
 # ------------------------------------------------------------------ d. refusals and file errors
 
 
@@ -345,10 +521,10 @@ def test_export_xylo_command_refuses_a_wide_model_with_one_line(tmp_path, capsys
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["wide"]
 
 
-def test_dash_zero_and_out_of_range_codes_are_refused():
+def test_out_of_range_codes_are_refused():
     config = make_config(2, 2, 1)
-    config.dash_mem = np.array([0, 0])
-    with pytest.raises(ExportError, match=r"dash_mem: value 0 outside Xylo's range \[1, 15\]"):
+    config.dash_mem = np.array([0, 16])
+    with pytest.raises(ExportError, match=r"dash_mem: value 16 outside Xylo's range \[0, 15\]"):
         deployment_from_config(config, 3)
     config = make_config(2, 2, 1, threshold=0)
     with pytest.raises(ExportError, match="threshold: value 0 outside"):
@@ -356,10 +532,41 @@ def test_dash_zero_and_out_of_range_codes_are_refused():
     config = make_config(2, 2, 1, w_in=[[128, 0], [0, 0]])
     with pytest.raises(ExportError, match="weights_in: value 128 outside"):
         config.check()
-    config = make_config(2, 2, 1)
-    config.threshold = np.array([5, 6])
-    with pytest.raises(ExportError, match="threshold: differs between hidden neurons"):
-        deployment_from_config(config, 3)
+    # a deployment whose per-neuron decay is no 1 - 2^-dash: refused naming the layer and the decay
+    deployment = deployment_from_config(make_config(2, 2, 1, dash=([0, 3], 2)), 3)
+    deployment.layers[0].per_neuron["beta"][1] = 0.8
+    with pytest.raises(ExportError, match=r"block0: dash_mem: decay 0.8 is not 1 - 2\^-dash"):
+        config_from_deployment(deployment)
+
+
+def test_dash_zero_clears_the_state_every_step(xylosim):
+    """dash 0 is beta 0: xylosim's decrement v >> 0 is the whole state. A synaptic state with
+    dash_syn 0 is cleared after it is added (the membrane never sees it); a membrane with dash_mem
+    0 holds only this step's synaptic state and bias (neuron 1, dash_syn 1: i = 75 - 37 = 38, then
+    38 + 75 - 56 = 57, 57 - 28 = 29, 29 - 14 = 15; and v = i)."""
+    config = make_config(1, 3, 1, w_in=[[5, 5, 5]], threshold=30000, bias=[0, 0, 7], dash=([1, 0, 0], [0, 1, 1]))
+    want = assert_same(config, np.array([[15], [15], [0], [0]]))
+    assert want["i_syn"][:, 0].tolist() == [0, 0, 0, 0] and want["v_mem"][:, 0].tolist() == [0, 0, 0, 0]
+    assert want["i_syn"][:, 1].tolist() == [38, 57, 29, 15]  # 75 - 37, 38 + 75 - 56, 57 - 28, 29 - 14
+    assert want["v_mem"][:, 1].tolist() == want["i_syn"][:, 1].tolist()  # no memory: v = i_syn
+    assert want["v_mem"][:, 2].tolist() == [38 + 7, 57 + 7, 29 + 7, 15 + 7]
+    deployment = deployment_from_config(config, 4)
+    assert deployment.layers[0].per_neuron["beta"].tolist() == [0.5, 0.0, 0.0]
+    assert deployment.layers[0].per_neuron["synapse_decay"].tolist() == [0.0, 0.5, 0.5]
+
+
+def test_dash_zero_negated_decrement_wraps_like_int16(xylosim):
+    """With dash_mem 0 and v = -32768, xylosim's -decay(v) is int16: -(-32768) = -32768, so a
+    synaptic state of 32766 gives dv = -2 and v stays -32768 (a wider -decay(v) would give dv =
+    32767 and v = -1). Two synaptic states cancelling (32766 - 32766) leave v at -32768 too."""
+    config = make_config(2, 1, 1, w_in=[[-128], [127]], shifts=(7, 0, 0), threshold=32767, dash=(0, 15), bias=[-1])
+    want = assert_same(config, np.array([[15, 0], [0, 15]]))
+    assert want["i_syn"][:, 0].tolist() == [-32767, 32766] and want["v_mem"][:, 0].tolist() == [-32768, -32768]
+    assert_reference_agrees(config, np.array([[15, 0], [0, 15]]), want)
+    two = make_config(2, 1, 1, w_in=[[-128], [127]], shifts=(7, 0, 0), threshold=32767, dash=(0, 15))
+    two.weights_in2, two.weights_rec2, two.dash_syn2 = np.array([[-128], [0]]), np.zeros((1, 1), np.int64), np.array([15])
+    want = assert_same(two, np.array([[15, 0], [0, 15]]))
+    assert want["v_mem"][:, 0].tolist() == [-32768, -32768]
 
 
 def test_save_and_load_round_trip_and_corrupt_files(tmp_path):

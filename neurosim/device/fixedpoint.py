@@ -210,9 +210,12 @@ def decay_multiplier(beta: Tensor | float, bits: int) -> Tensor:
 
 
 def decay_shift_for(beta: Tensor | float) -> Tensor:
-    """Shift ``k`` whose decay ``1 - 2^-k`` is nearest to ``beta`` in log scale, at least 1."""
-    beta = torch.as_tensor(beta, dtype=torch.float64).clamp(max=1 - 2.0 ** -31)
-    return torch.round(-torch.log2(1 - beta)).clamp(1, 31).to(torch.int64)
+    """Shift ``k`` whose decay ``1 - 2^-k`` is nearest to ``beta`` in log scale, at least 1;
+    ``beta <= 0`` is ``k = 0`` (``1 - 2^0 = 0``: xylosim's ``dash = 0``, ``v - (v >> 0)``
+    clears the state every step)."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    k = torch.round(-torch.log2(1 - beta.clamp(max=1 - 2.0 ** -31))).clamp(1, 31).to(torch.int64)
+    return torch.where(beta <= 0, torch.zeros_like(k), k)
 
 
 def apply_decay(v: Tensor, fmt: DecayFormat, factor: Tensor | int | None = None) -> Tensor:
@@ -285,8 +288,12 @@ def add_per_source(state: Tensor, x: Tensor, weight: Tensor, bits: int, overflow
 def membrane_increment(v: Tensor, decayed: Tensor, current: Tensor, bias: Tensor | None, bits: int,
                        overflow: Overflow, observe: Observer | None = None) -> Tensor:
     """xylosim's membrane update (``XyloIAFNeuron::evolve``): the change ``dv = fit(decayed - v +
-    current)``, then ``dv = fit(dv + bias)``, then ``v = fit(v + dv)``, each fitted to ``bits``."""
-    dv = fit_observed(decayed - v + current, bits, overflow, observe)
+    current)``, then ``dv = fit(dv + bias)``, then ``v = fit(v + dv)``, each fitted to ``bits``.
+    The negated decrement ``decayed - v`` is itself a ``bits``-bit integer that wraps: with
+    ``dash = 0`` the decrement of ``v = -2^(bits-1)`` is ``v``, and xylosim's ``-decay(v)`` is
+    again ``-2^(bits-1)`` (measured with xylosim 0.1.3: ``v = -32768``, synaptic state 32766 gives
+    ``dv = -2``, not 32767). With ``dash >= 1`` it never leaves the range."""
+    dv = fit_observed(fit_observed(decayed - v, bits, "wrap", observe) + current, bits, overflow, observe)
     if bias is not None:
         dv = fit_observed(dv + bias, bits, overflow, observe)
     return fit_observed(v + dv, bits, overflow, observe)

@@ -156,9 +156,9 @@ class _Layer:
         self.weight2 = None if layer.weight2 is None else layer.weight2.to(self.sum_dtype)
         self.recurrent2 = None if layer.recurrent2 is None else layer.recurrent2.to(self.sum_dtype)
         self.synapse_decay2 = None if layer.synapse_decay2 is None else \
-            quant.DecayRule.of(torch.tensor(layer.synapse_decay2, dtype=torch.float64), num.synapse_decay)
+            quant.DecayRule.of(layer.neuron_values("synapse_decay2"), num.synapse_decay)
         if layer.readout and layer.readout_neuron == "integrator":
-            self.decay = quant.DecayRule.of(torch.tensor(layer.beta, dtype=torch.float32), num.decay)
+            self.decay = quant.DecayRule.of(layer.neuron_values("beta").to(torch.float32), num.decay)
             # decayed state, state plus current (and the wrap's shift by 2^(bits-1)), sum over time
             self.state_dtype = exact_dtype(max(membrane * _decay_gain(num.decay), 2 * membrane + bound,
                                                deployment.timesteps * membrane))
@@ -171,8 +171,10 @@ class _Layer:
         dtype = quant.code_dtype(num)
         self.unit = layer.unit.to(dtype)
 
-        def per_chip(quantity: str, nominal: float, clamp: bool = False) -> Tensor:
-            value = torch.tensor(nominal, dtype=dtype)
+        def per_chip(quantity: str, name: str, clamp: bool = False) -> Tensor:
+            """The layer's nominal ``name`` (per layer ``[]`` or per neuron ``[*neurons]``) as each
+            chip's variation ``quantity`` realises it: ``[chips, 1, *neurons]`` with variation."""
+            value = layer.neuron_values(name).to(dtype)
             if clamp:
                 value = value.clamp(0, 1)
             perturbation: Perturbation | None = None if var is None else getattr(var, quantity)
@@ -180,12 +182,12 @@ class _Layer:
                 return value
             return perturbation.apply(value).to(dtype).unsqueeze(1)  # [chips, 1, *neurons]: over batch
 
-        threshold = quant.threshold_codes(per_chip("v_threshold", layer.threshold), self.unit, num)
-        v_reset = quant.reset_codes(per_chip("v_reset", layer.v_reset), self.unit, num)
-        self.beta = per_chip("decay", layer.beta, clamp=True)
+        threshold = quant.threshold_codes(per_chip("v_threshold", "threshold"), self.unit, num)
+        v_reset = quant.reset_codes(per_chip("v_reset", "v_reset"), self.unit, num)
+        self.beta = per_chip("decay", "beta", clamp=True)
         self.decay = quant.DecayRule.of(self.beta, num.decay)
         self.synapse_decay = None if layer.synapse_decay is None else \
-            quant.DecayRule.of(per_chip("synapse_decay", layer.synapse_decay), num.synapse_decay)
+            quant.DecayRule.of(per_chip("synapse_decay", "synapse_decay"), num.synapse_decay)
         v_init = torch.round(torch.tensor(layer.v_init, dtype=dtype) / self.unit)
         theta_max = 1 << ((num.threshold_bits or num.membrane_bits) - 1)
         # every intermediate value of a step: decay products, state plus input (plus the wrap's

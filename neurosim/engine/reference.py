@@ -20,6 +20,9 @@ Conventions, as in the engine:
   and initial state and its unit are float64 (a chip's deviation ``sigma * z`` is still applied
   in float32, the dtype of the draws, and the result widened); input codes wider than 24 bits
   are computed in float64. Noise codes and the logits stay float32.
+* Neuron parameters are each neuron's own: a layer's per-neuron value where it has one
+  (``LayerDeployment.per_neuron``, read entry by entry in :func:`nominal_of`), else the layer's
+  value; a chip's variation perturbs that nominal value.
 * The only thing taken from the library is the seeded randomness: the chip's static draws
   (``chips.layers[name]``) and the dynamic noise stream (:class:`~neurosim.device.DynamicNoise`).
 """
@@ -113,7 +116,8 @@ class Decay:
     """The integer decay of one neuron's state for a decay factor ``beta`` (float32).
 
     ``beta >= 1``: the state is kept. Shift format: ``v - (v >> k)`` with
-    ``k = clamp(round(-log2(1 - beta)), 1, 31)`` (``1 - beta`` at least ``2^-31``); with
+    ``k = clamp(round(-log2(1 - beta)), 1, 31)`` (``1 - beta`` at least ``2^-31``), and ``k = 0``
+    for ``beta <= 0`` (``v - (v >> 0) = 0``: Xylo's ``dash = 0`` clears the state); with
     ``nonzero_step`` a zero decrement of a non-zero state becomes ``sign(v)``. Multiply format:
     ``(v * d) >> bits`` with ``d = round(beta * 2^bits)``.
     """
@@ -124,7 +128,7 @@ class Decay:
         self.keep = beta >= 1
         if fmt.kind == "shift":
             gap = max(1.0 - beta, 2.0 ** -31)
-            self.k = min(max(round_half_even(-math.log2(gap)), 1), 31)
+            self.k = 0 if beta <= 0 else min(max(round_half_even(-math.log2(gap)), 1), 31)
         else:
             self.d = round_half_even(beta * 2 ** fmt.bits)
 
@@ -160,6 +164,17 @@ def perturb(nominal: np.floating, perturbation: Any, position: int, neuron: tupl
     if hi is not None:
         value = min(value, f32(hi))
     return type(nominal)(value)
+
+
+def nominal_of(layer: LayerDeployment, name: str, neuron: tuple[int, ...]) -> float | None:
+    """A neuron's nominal parameter ``name`` (threshold, v_reset, beta, synapse_decay,
+    synapse_decay2) as a Python float: its entry of the layer's per-neuron values where the layer
+    has them, else the layer's one value; None for a synaptic state the layer lacks."""
+    values = layer.per_neuron.get(name)
+    if values is not None:
+        return float(values.detach().cpu().numpy()[neuron])
+    value = getattr(layer, name)
+    return None if value is None else float(value)
 
 
 def unit_of(layer: LayerDeployment, neuron: tuple[int, ...]) -> np.float32:
@@ -213,8 +228,7 @@ class _ChipLayer:
         self.neurons = list(np.ndindex(*layer.output_shape))
         self.unit = {n: unit_of(layer, n) for n in self.neurons}
         if layer.readout and layer.readout_neuron == "integrator":  # nominal decay, no variation, noise, faults
-            decay = Decay(f32(layer.beta), num.decay)
-            self.decay = {n: decay for n in self.neurons}
+            self.decay = {n: Decay(f32(nominal_of(layer, "beta", n)), num.decay) for n in self.neurons}
             return
 
         # float32, or float64 for wide formats (see the module docstring)
@@ -230,17 +244,17 @@ class _ChipLayer:
         self.dead: dict[tuple[int, ...], bool] = {}
         for n in self.neurons:
             unit = real(self.unit[n])
-            theta = perturb(real(layer.threshold), var and var.v_threshold, position, n)
+            theta = perturb(real(nominal_of(layer, "threshold", n)), var and var.v_threshold, position, n)
             self.theta[n] = min(max(round_half_even(theta / unit), 1), theta_hi)
-            reset = perturb(real(layer.v_reset), var and var.v_reset, position, n)
+            reset = perturb(real(nominal_of(layer, "v_reset", n)), var and var.v_reset, position, n)
             self.v_reset[n] = min(max(round_half_even(reset / unit), v_lo), v_hi)
-            beta = min(max(real(layer.beta), real(0)), real(1))
+            beta = min(max(real(nominal_of(layer, "beta", n)), real(0)), real(1))
             self.decay[n] = Decay(perturb(beta, var and var.decay, position, n), num.decay)
             if layer.synapse_decay is not None:
-                alpha = perturb(real(layer.synapse_decay), var and var.synapse_decay, position, n)
+                alpha = perturb(real(nominal_of(layer, "synapse_decay", n)), var and var.synapse_decay, position, n)
                 self.synapse_decay[n] = Decay(alpha, num.synapse_decay)
             if layer.synapse_decay2 is not None:
-                self.synapse_decay2[n] = Decay(real(layer.synapse_decay2), num.synapse_decay)
+                self.synapse_decay2[n] = Decay(real(nominal_of(layer, "synapse_decay2", n)), num.synapse_decay)
             self.v_init[n] = round_half_even(real(layer.v_init) / unit)
             self.dead[n] = var is not None and var.dead is not None and bool(var.dead[position][n])
 
@@ -475,7 +489,9 @@ def _run_neurons(layer: LayerDeployment, deployment: Deployment, chips: ChipInst
                     current += round_half_even(thermal[(b, *n)] / unit)
                 bias = 0 if chip.bias is None else chip.bias[n[0]]
                 if num.membrane_update == "increment":  # xylosim: dv, then dv + bias, then v + dv
-                    dv = fitted(chip.decay[n](v[b, n]) - v[b, n] + current, mem_bits, mem_overflow)
+                    # -decay(v) is a mem_bits integer: with dash 0, -(-2^15) wraps to -2^15
+                    negated = fitted(chip.decay[n](v[b, n]) - v[b, n], mem_bits, "wrap")
+                    dv = fitted(negated + current, mem_bits, mem_overflow)
                     if chip.bias is not None:
                         dv = fitted(dv + bias, mem_bits, mem_overflow)
                     u = fitted(v[b, n] + dv, mem_bits, mem_overflow)

@@ -26,7 +26,7 @@ from neurosim.device import load_profile
 from neurosim.device import quantization as quant
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ExportError
-from neurosim.export.deployment import Deployment, LayerDeployment
+from neurosim.export.deployment import NEURON_VALUES, Deployment, LayerDeployment
 from neurosim.nn.layers import SpikingNetwork, fold_norm
 from neurosim.nn.neuron import LIFNode
 from neurosim.nn.surrogate import TrSG
@@ -262,8 +262,7 @@ def check_structure(deployment: Deployment) -> None:
             raise ExportError(f"{where}: reset {layer.reset!r}, expected 'hard' or 'soft'")
         if not (math.isfinite(layer.input_step) and layer.input_step > 0):
             raise ExportError(f"{where}: input_step = {layer.input_step}, expected a positive number")
-        if layer.synapse_decay is not None and not 0 < layer.synapse_decay <= 1:
-            raise ExportError(f"{where}: synapse_decay = {layer.synapse_decay} outside (0, 1]")
+        _check_neuron_values(layer)
         if layer.max_spikes < 1 or (layer.max_spikes > 1 and layer.reset != "soft" and not layer.readout):
             raise ExportError(f"{where}: max_spikes = {layer.max_spikes}: expected 1, or more with a soft reset")
         if layer.delay < 0:
@@ -271,8 +270,8 @@ def check_structure(deployment: Deployment) -> None:
         if layer.readout_neuron not in ("integrator", "lif"):
             raise ExportError(f"{where}: readout_neuron {layer.readout_neuron!r}, expected 'integrator' or 'lif'")
         if layer.weight2 is not None or layer.recurrent2 is not None:
-            if layer.synapse_decay is None or layer.synapse_decay2 is None or not 0 < layer.synapse_decay2 <= 1:
-                raise ExportError(f"{where}: a second synaptic state needs synapse_decay and synapse_decay2 in (0, 1]")
+            if layer.synapse_decay is None or layer.synapse_decay2 is None:
+                raise ExportError(f"{where}: a second synaptic state needs synapse_decay and synapse_decay2")
             if layer.weight2 is not None and tuple(layer.weight2.shape) != tuple(weight.shape):
                 raise ExportError(f"{where}: weight2 of shape {list(layer.weight2.shape)}, the layer's weight is "
                                   f"{list(weight.shape)}")
@@ -344,20 +343,16 @@ def check_deployment(deployment: Deployment) -> None:
                                   f"{layer.weight.shape[0]} outputs")
         if not bool(torch.isfinite(layer.unit).all()) or bool((layer.unit <= 0).any()):
             raise ExportError(f"{where}: state unit must be finite and positive")
-        for what, value in (("threshold", layer.threshold), ("v_reset", layer.v_reset), ("beta", layer.beta),
-                            ("v_init", layer.v_init)):
-            if not math.isfinite(value):
-                raise ExportError(f"{where}: {what} is {value}")
+        if not math.isfinite(layer.v_init):
+            raise ExportError(f"{where}: v_init is {layer.v_init}")
         if not layer.readout:
             dtype = quant.code_dtype(num)
-            theta, unit = torch.tensor(layer.threshold, dtype=dtype), layer.unit.to(dtype)
+            theta, unit = layer.neuron_values("threshold").to(dtype), layer.unit.to(dtype)
             codes = quant.threshold_codes(theta, unit, num)
             raw = torch.round(theta / unit)
             if bool((raw > codes).any()):
                 raise ExportError(f"{where}: threshold needs {float(raw.max()):.0f} units, more than threshold_bits "
                                   f"= {num.threshold_bits or num.membrane_bits} hold")
-        if not 0 < layer.beta <= 1:
-            raise ExportError(f"{where}: decay beta = {layer.beta} outside (0, 1]")
         bound = layer.sum_bound(deployment.input_bits)
         if bound >= 1 << 63:
             raise ExportError(f"{where}: synaptic sums can reach {bound}, beyond 64-bit integers "
@@ -367,6 +362,37 @@ def check_deployment(deployment: Deployment) -> None:
         if layer.readout:
             _check_logits_fit_float32(layer, bound, deployment.timesteps, num.membrane_bits, where)
     _check_limits(deployment)
+
+
+def _check_neuron_values(layer: LayerDeployment) -> None:
+    """A layer's neuron parameters, per layer or per neuron (:data:`~neurosim.export.deployment.NEURON_VALUES`):
+    finite, decays in [0, 1] (0: the state is cleared every step, Xylo's ``dash = 0``), a
+    per-neuron tensor of the layer's output shape only for a parameter the layer has, and the
+    scalar field its first neuron's value."""
+    where = layer.name
+    for name in NEURON_VALUES:
+        scalar = getattr(layer, name)
+        values = layer.per_neuron.get(name)
+        if values is not None:
+            if scalar is None:
+                raise ExportError(f"{where}: per-neuron {name} for a layer without {name}")
+            if tuple(values.shape) != tuple(layer.output_shape) or not values.is_floating_point():
+                raise ExportError(f"{where}: per-neuron {name} of shape {list(values.shape)} ({values.dtype}), "
+                                  f"expected float values of the output shape {list(layer.output_shape)}")
+        if scalar is None:
+            continue
+        if not math.isfinite(scalar):
+            raise ExportError(f"{where}: {name} is {scalar}")
+        array = layer.neuron_values(name)
+        if not bool(torch.isfinite(array).all()):
+            raise ExportError(f"{where}: per-neuron {name} holds NaN or inf")
+        if values is not None and float(values.reshape(-1)[0]) != scalar:
+            raise ExportError(f"{where}: {name} is {scalar:g}, its first neuron's per-neuron value "
+                              f"{float(values.reshape(-1)[0]):g}")
+        if name in ("beta", "synapse_decay", "synapse_decay2") and bool(((array < 0) | (array > 1)).any()):
+            bad = float(array[(array < 0) | (array > 1)].reshape(-1)[0])
+            label = "decay beta" if name == "beta" else name
+            raise ExportError(f"{where}: {label} = {bad:g} outside [0, 1]")
 
 
 def _check_logits_fit_float32(layer: LayerDeployment, bound: int, timesteps: int, membrane_bits: int | None,

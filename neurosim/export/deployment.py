@@ -8,10 +8,21 @@ the engine derives each chip's integers with the same functions the training for
 directly from integer tensors with :meth:`Deployment.from_integers` for chip configurations made
 elsewhere.
 
+Neuron parameters are per layer, or per neuron where a chip holds one per neuron (Xylo's
+thresholds, biases and ``dash`` decays): :attr:`LayerDeployment.per_neuron` holds the values of
+:data:`NEURON_VALUES` that differ between a layer's neurons, and every reader takes them through
+:meth:`LayerDeployment.neuron_values` (a per-layer value is the case where all neurons share it).
+
 Artifact: a folder with ``manifest.yaml`` (format version, the resolved profile and its checksum,
 layer graph, shapes, dtypes, scales, timesteps, training metadata, checksum of the tensors) and
 ``tensors.npz`` (integer and float arrays, loaded with ``allow_pickle=False``: nothing in it can
 execute). It is written to a temporary folder and renamed into place.
+
+Format versions: 1, and 2 for an artifact with per-neuron values (``per_neuron`` in a
+layer's manifest entry, float64 tensors ``NAME.per_neuron.QUANTITY``). An artifact without them
+is written as version 1, as before, so that every reader of version 1 still reads it; one with
+them is version 2, which a reader of version 1 refuses rather than running it with one value per
+layer. Both are read.
 """
 
 from __future__ import annotations
@@ -36,7 +47,11 @@ from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ArtifactError, brief
 from neurosim.files import write_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest artifact format (written when a layer has per-neuron values)."""
+READABLE_VERSIONS = (1, 2)
+NEURON_VALUES: tuple[str, ...] = ("threshold", "v_reset", "beta", "synapse_decay", "synapse_decay2")
+"""The neuron parameters a layer may hold per neuron (:attr:`LayerDeployment.per_neuron`)."""
 MANIFEST = "manifest.yaml"
 TENSORS = "tensors.npz"
 MAX_TENSOR_BYTES = 1 << 30
@@ -75,6 +90,19 @@ class LayerDeployment:
     weight2: Tensor | None = None       # int64 codes [out, in] onto a second synaptic state (Xylo's syn 2)
     recurrent2: Tensor | None = None    # int64 codes [out, out] onto the second synaptic state
     synapse_decay2: float | None = None  # the second synaptic state's decay
+    per_neuron: dict[str, Tensor] = field(default_factory=dict)
+    """Values of :data:`NEURON_VALUES` that differ between the neurons: float64 ``[*output_shape]``
+    (thresholds and resets in float units, like the scalars). The scalar field of the same name
+    then holds the first neuron's value (what a reader of one value per layer sees; checked)."""
+
+    def neuron_values(self, name: str) -> Tensor | None:
+        """A neuron parameter of :data:`NEURON_VALUES` as float64: its per-neuron tensor
+        ``[*output_shape]``, or the layer's value as a 0-d tensor (broadcasting to every neuron);
+        None for a synaptic decay the layer does not have."""
+        if name in self.per_neuron:
+            return self.per_neuron[name].to(torch.float64)
+        value = getattr(self, name)
+        return None if value is None else torch.tensor(float(value), dtype=torch.float64)
 
     @property
     def fan_in(self) -> int:
@@ -111,16 +139,23 @@ class LayerDeployment:
                 from neurosim.device import quantization as quant
                 dtype = quant.code_dtype(numerics)
                 unit = self.unit.to(dtype)
-                theta = quant.threshold_codes(torch.tensor(self.threshold, dtype=dtype), unit, numerics)
-                reset = quant.reset_codes(torch.tensor(self.v_reset, dtype=dtype), unit, numerics)
+                theta = quant.threshold_codes(self.neuron_values("threshold").to(dtype), unit, numerics)
+                reset = quant.reset_codes(self.neuron_values("v_reset").to(dtype), unit, numerics)
                 v_init = torch.round(torch.tensor(self.v_init, dtype=dtype) / unit)
+
+                def factors(name: str, fmt) -> int | list[int] | None:
+                    beta = self.neuron_values(name)
+                    if beta is None:
+                        return None
+                    factor = quant.decay_factor(beta, fmt)
+                    return int(factor) if factor.dim() == 0 else factor.flatten().tolist()
+
                 entry["integer"] = {
                     "threshold": theta.to(torch.int64).flatten().tolist(),
                     "v_reset": reset.to(torch.int64).flatten().tolist(),
                     "v_init": v_init.to(torch.int64).flatten().tolist(),
-                    "decay_factor": int(quant.decay_factor(self.beta, numerics.decay)),
-                    "synapse_decay_factor": None if self.synapse_decay is None else
-                    int(quant.decay_factor(self.synapse_decay, numerics.synapse_decay))}
+                    "decay_factor": factors("beta", numerics.decay),
+                    "synapse_decay_factor": factors("synapse_decay", numerics.synapse_decay)}
         return entry
 
     def _entry(self) -> dict[str, Any]:
@@ -145,6 +180,9 @@ class LayerDeployment:
             "recurrent2": None if self.recurrent2 is None else
             {"key": f"{self.name}.recurrent2", "shape": list(self.recurrent2.shape), "dtype": "int64"},
             "synapse_decay2": self.synapse_decay2,
+            **({"per_neuron": {name: {"key": f"{self.name}.per_neuron.{name}", "shape": list(values.shape),
+                                      "dtype": "float64"} for name, values in self.per_neuron.items()}}
+               if self.per_neuron else {}),
         }
 
 
@@ -183,6 +221,10 @@ class Deployment:
         ``max_spikes``, ``delay`` and ``readout_neuron`` (defaults: the profile's ``neuron`` and
         ``readout`` sections), and for a second synaptic state ``weight2``, ``recurrent2`` and
         ``synapse_decay2``. The first layer's ``input_step`` is the profile's.
+
+        ``threshold``, ``v_reset``, ``beta``, ``synapse_decay`` and ``synapse_decay2`` may also be
+        arrays of the layer's output shape, one value per neuron (Xylo's); where all neurons
+        share a value it is kept as the layer's (:func:`per_neuron_values`).
         """
         from neurosim.device.quantization import input_step
 
@@ -197,15 +239,20 @@ class Deployment:
             bias = spec.get("bias")
             recurrent = spec.get("recurrent")
             n, r = profile.neuron, profile.readout
+            name = "readout" if readout else f"block{i}"
+            scale = float(unit.max())
+            values = per_neuron_values({
+                "threshold": _scaled(spec.get("threshold", 1), scale), "v_reset": _scaled(spec.get("v_reset", 0), scale),
+                "beta": spec.get("beta", 1.0 if readout else profile.beta),
+                "synapse_decay": spec.get("synapse_decay", profile.neuron.synapse_decay
+                                          if not readout or spec.get("readout_neuron", r.neuron) == "lif" else None),
+                "synapse_decay2": spec.get("synapse_decay2")}, out_shape, name)
             built.append(LayerDeployment(
-                name="readout" if readout else f"block{i}", kind=kind, weight=weight,
+                name=name, kind=kind, weight=weight,
                 bias=None if bias is None else torch.as_tensor(np.asarray(bias), dtype=torch.int64),
                 unit=unit, input_shape=shape, output_shape=out_shape,
-                threshold=float(spec.get("threshold", 1)) * float(unit.max()),
-                v_reset=float(spec.get("v_reset", 0)) * float(unit.max()),
-                beta=float(spec.get("beta", 1.0 if readout else profile.beta)),
-                synapse_decay=spec.get("synapse_decay", profile.neuron.synapse_decay
-                                       if not readout or spec.get("readout_neuron", r.neuron) == "lif" else None),
+                threshold=values["threshold"], v_reset=values["v_reset"], beta=values["beta"],
+                synapse_decay=values["synapse_decay"],
                 refractory=int(spec.get("refractory", 0)), reset=spec.get("reset", profile.neuron.reset),
                 stride=int(spec.get("stride", 1)), padding=int(spec.get("padding", 0)),
                 pool=int(spec.get("pool", 0)), input_step=input_step(profile.numerics) if i == 0 else 1.0,
@@ -216,7 +263,7 @@ class Deployment:
                 delay=int(spec.get("delay", r.delay if readout else n.synapse_delay)),
                 readout_neuron=str(spec.get("readout_neuron", r.neuron if readout else "integrator")),
                 weight2=_codes(spec.get("weight2")), recurrent2=_codes(spec.get("recurrent2")),
-                synapse_decay2=None if spec.get("synapse_decay2") is None else float(spec["synapse_decay2"])))
+                synapse_decay2=values["synapse_decay2"], per_neuron=values["per_neuron"]))
             shape = out_shape
             if built[-1].pool:
                 shape = (shape[0], shape[1] // built[-1].pool, shape[2] // built[-1].pool)
@@ -233,8 +280,9 @@ class Deployment:
     def manifest(self, tensors_sha256: str) -> dict[str, Any]:
         """The content of ``manifest.yaml``."""
         profile = self.profile.to_dict()
+        version = FORMAT_VERSION if any(layer.per_neuron for layer in self.layers) else 1
         return {
-            "format": "neurosim-deployment", "format_version": FORMAT_VERSION,
+            "format": "neurosim-deployment", "format_version": version,
             "neurosim_version": __version__,
             "profile": {"name": self.profile.name, "sha256": profile_checksum(self.profile), "spec": profile},
             "timesteps": self.timesteps, "input_shape": list(self.input_shape),
@@ -255,6 +303,8 @@ class Deployment:
             for what in ("recurrent", "weight2", "recurrent2"):
                 if getattr(layer, what) is not None:
                     out[f"{layer.name}.{what}"] = getattr(layer, what).numpy().astype(np.int64)
+            for what, values in layer.per_neuron.items():
+                out[f"{layer.name}.per_neuron.{what}"] = values.numpy().astype(np.float64)
         return out
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -276,6 +326,37 @@ class Deployment:
 def _codes(values: Any) -> Tensor | None:
     """Integer codes as an int64 tensor (None stays None)."""
     return None if values is None else torch.as_tensor(np.asarray(values), dtype=torch.int64)
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    """An integer code (or per-neuron codes) times the state unit, in float64."""
+    array = np.asarray(value, dtype=np.float64)
+    return float(array) * scale if array.ndim == 0 else array * scale
+
+
+def per_neuron_values(values: dict[str, Any], output_shape: tuple[int, ...], where: str) -> dict[str, Any]:
+    """The neuron parameters ``values`` (:data:`NEURON_VALUES`: a number, None, or an array of
+    ``output_shape``) as a layer holds them: a float per parameter (the first neuron's where they
+    differ) and under ``"per_neuron"`` float64 tensors of the parameters that differ between
+    neurons. An array of another shape is an :class:`~neurosim.errors.ExportError` naming
+    ``where``."""
+    from neurosim.errors import ExportError
+
+    out: dict[str, Any] = {"per_neuron": {}}
+    for name in NEURON_VALUES:
+        value = values.get(name)
+        if value is None:
+            out[name] = None
+            continue
+        array = np.asarray(value, dtype=np.float64)
+        if array.ndim and tuple(array.shape) != tuple(output_shape):
+            raise ExportError(f"{where}: {name} of shape {list(array.shape)}, expected one value or one per "
+                              f"neuron {list(output_shape)}")
+        first = float(array.reshape(-1)[0])
+        out[name] = first
+        if array.ndim and not bool((array == first).all()):
+            out["per_neuron"][name] = torch.from_numpy(array.copy())
+    return out
 
 
 def profile_checksum(profile: DeviceProfile) -> str:
@@ -328,9 +409,9 @@ def _check_format(manifest: Any, where: str | Path) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != "neurosim-deployment":
         raise ArtifactError(f"{where}: not a neurosim deployment manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ArtifactError(f"{where}: format version {version!r}, this neurosim reads "
-                            f"version {FORMAT_VERSION}")
+                            f"version {' or '.join(map(str, READABLE_VERSIONS))}")
 
 
 def _read_tensors(tensors_entry: dict[str, Any], manifest_path: Path, tensors_path: Path) -> dict[str, np.ndarray]:
@@ -376,7 +457,7 @@ def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray], wher
         raise ArtifactError(f"{where}: profile: invalid ({brief(exc)})") from None
     if spec_checksum(manifest["profile"]["spec"]) != manifest["profile"].get("sha256"):
         raise ArtifactError(f"{where}: profile checksum mismatch (the profile was altered)")
-    layers = [_layer_from_manifest(entry, arrays, where) for entry in manifest["layers"]]
+    layers = [_layer_from_manifest(entry, arrays, where, manifest["format_version"]) for entry in manifest["layers"]]
     if not layers or not layers[-1].readout:
         raise ArtifactError(f"{where}: the last layer must be the readout")
     metadata = manifest.get("metadata") or {}
@@ -405,8 +486,17 @@ def _tensor(arrays: dict[str, np.ndarray], entry: dict[str, Any], where: str) ->
     return torch.from_numpy(array.copy())
 
 
-def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> LayerDeployment:
+def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], where: str,
+                         version: int = FORMAT_VERSION) -> LayerDeployment:
     neuron = entry["neuron"]
+    per_neuron = entry.get("per_neuron") or {}
+    if per_neuron and version < 2:
+        raise ArtifactError(f"{where}: {entry['name']}: per-neuron values need format version 2, the manifest "
+                            f"says {version}")
+    unknown = sorted(set(per_neuron) - set(NEURON_VALUES))
+    if unknown:
+        raise ArtifactError(f"{where}: {entry['name']}: per_neuron {', '.join(map(str, unknown))}: expected some "
+                            f"of {', '.join(NEURON_VALUES)}")
     return LayerDeployment(
         name=str(entry["name"]), kind=str(entry["kind"]),
         weight=_tensor(arrays, entry["weight"], str(where)),
@@ -425,6 +515,7 @@ def _layer_from_manifest(entry: dict[str, Any], arrays: dict[str, np.ndarray], w
         readout_neuron=str(entry.get("readout_neuron", "integrator")),
         weight2=None if entry.get("weight2") is None else _tensor(arrays, entry["weight2"], str(where)),
         recurrent2=None if entry.get("recurrent2") is None else _tensor(arrays, entry["recurrent2"], str(where)),
-        synapse_decay2=None if entry.get("synapse_decay2") is None else float(entry["synapse_decay2"]))
+        synapse_decay2=None if entry.get("synapse_decay2") is None else float(entry["synapse_decay2"]),
+        per_neuron={str(name): _tensor(arrays, spec, str(where)) for name, spec in per_neuron.items()})
 
 

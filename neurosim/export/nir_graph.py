@@ -203,6 +203,8 @@ def _deployment_layers(deployment: Deployment) -> list[_Layer]:
             raise ExportError(f"{layer.name}: recurrent weights have no NIR form here yet")
         if layer.weight2 is not None:
             raise ExportError(f"{layer.name}: a second synaptic state has no NIR form here")
+        if layer.per_neuron:
+            raise ExportError(f"{layer.name}: per-neuron {', '.join(sorted(layer.per_neuron))} have no NIR form here")
         # a weight code is worth unit * 2^activation_shift / input_step (the sums are shifted left)
         unit = layer.unit.double() * (1 << num.activation_shift)
         w_step = (unit / layer.input_step).reshape(-1, *([1] * (layer.weight.dim() - 1))) if unit.dim() else \

@@ -15,13 +15,18 @@ max_spikes: 1, delay: 1}``):
 Every Xylo quantity is an integer code: thresholds ``v_th`` are the threshold codes, biases the
 bias codes (added to the membrane each step, as Xylo does), and the bit-shift decays map to
 ``beta = 1 - 2^-dash_mem`` and ``synapse_decay = 1 - 2^-dash_syn`` (the engine takes the shift
-back with :func:`~neurosim.device.fixedpoint.decay_shift_for`). ``dash = 0`` (xylosim's
-``decay(v, 0) = v``: the state is cleared every step) has no ``beta`` in (0, 1], so dashes must
-be 1..15. Hidden neurons may have Xylo's second synaptic state (``target_synapse_id = 1``):
+back with :func:`~neurosim.device.fixedpoint.decay_shift_for`). ``dash = 0`` is ``beta = 0``:
+xylosim's decrement ``v >> 0`` is the whole state, which is cleared every step (a membrane with
+``dash_mem = 0`` holds only this step's synaptic state and bias; the negated decrement of
+``-32768`` wraps to ``-32768`` in xylosim's int16, :func:`~neurosim.device.fixedpoint.membrane_increment`).
+Hidden neurons may have Xylo's second synaptic state (``target_synapse_id = 1``):
 ``weights_in2`` / ``weights_rec2`` onto it and its decay ``dash_syn2`` are neurosim's
-``weight2`` / ``recurrent2`` / ``synapse_decay2``; output neurons have one. A layer has one decay
-per state, so ``dash_mem`` / ``dash_syn`` / ``dash_syn2`` are the same for all neurons of a
-population.
+``weight2`` / ``recurrent2`` / ``synapse_decay2``; output neurons have one.
+
+Thresholds, biases and dashes are per neuron on Xylo; a deployment holds them per neuron where
+they differ (:attr:`~neurosim.export.deployment.LayerDeployment.per_neuron`), so every
+configuration xylosim takes converts to a deployment and back unchanged (``has_bias`` off: the
+biases, which xylosim then ignores, come back as zeros).
 
 A network trained on ``xylo-like`` is trained with these rules (the fake-quant training forward
 follows them), and :func:`~neurosim.export.compile_model` writes them into its deployment; a
@@ -66,7 +71,7 @@ MAX_OUTPUT_SPIKES = 1
 """xylosim ``MAX_NUM_OUT_SPIKES``: spikes an output neuron fires per step."""
 WEIGHT_RANGE = (-128, 127)          # XyloSynapse int8_t weight
 SHIFT_RANGE = (0, 7)                # CTRL1 IWBS / RWBS / OWBS, u3
-DASH_RANGE = (1, 15)                # 4-bit dash; 0 has no beta in (0, 1]
+DASH_RANGE = (0, 15)                # 4-bit dash; 0 clears the state every step (beta 0)
 THRESHOLD_RANGE = (1, 32767)        # int16_t v_th; a threshold <= 0 would fire forever
 BIAS_RANGE = (-32768, 32767)        # int16_t bias
 XYLO_KEYS: tuple[str, ...] = (
@@ -336,18 +341,23 @@ def xylo_rule_differences(profile: DeviceProfile) -> list[str]:
     return diffs
 
 
-def _dash(beta: float, fmt, where: str, what: str) -> int:
-    """Xylo's ``dash`` of a decay ``beta``: the shift whose ``1 - 2^-dash`` is exactly ``beta``,
-    within :data:`DASH_RANGE`; :class:`ExportError` naming ``where`` and ``what`` otherwise."""
-    dash = int(quant.decay_factor(beta, fmt))
-    if abs(float(quant.realised_decay(beta, fmt)) - beta) > 1e-9 or not DASH_RANGE[0] <= dash <= DASH_RANGE[1]:
-        raise ExportError(f"{where}: {what}: decay {beta:g} is not 1 - 2^-dash with dash in {list(DASH_RANGE)}")
-    return dash
+def _dash(beta: torch.Tensor, fmt, n: int, where: str, what: str) -> np.ndarray:
+    """Xylo's ``dash`` ``[n]`` of decays ``beta`` (one, or one per neuron): the shifts whose
+    ``1 - 2^-dash`` is exactly ``beta``, within :data:`DASH_RANGE`; :class:`ExportError` naming
+    ``where``, ``what`` and the first decay that is not otherwise."""
+    beta = beta.to(torch.float64)
+    dash = quant.decay_factor(beta, fmt)
+    wrong = ((quant.realised_decay(beta, fmt) - beta).abs() > 1e-9) | (dash < DASH_RANGE[0]) | (dash > DASH_RANGE[1])
+    if bool(wrong.any()):
+        bad = float(beta[wrong].reshape(-1)[0]) if beta.dim() else float(beta)
+        raise ExportError(f"{where}: {what}: decay {bad:g} is not 1 - 2^-dash with dash in {list(DASH_RANGE)}")
+    return np.broadcast_to(dash.numpy().astype(np.int64).reshape(-1), (n,)).copy()
 
 
 def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.ndarray]:
-    """A layer's Xylo neuron codes ``[n]``: threshold (as the engine derives it from the float
-    threshold and the state unit), bias, dash_mem and dash_syn."""
+    """A layer's Xylo neuron codes ``[n]`` (one per neuron, per-layer values repeated): threshold
+    (as the engine derives it from the float threshold and the state unit), bias, dash_mem and
+    dash_syn."""
     num, n = profile.numerics, int(layer.weight.shape[0])
     where = layer.name
     if (layer.reset != "soft" and not layer.readout) or layer.refractory != 0 or layer.v_init != 0.0:
@@ -358,18 +368,21 @@ def _population(layer: LayerDeployment, profile: DeviceProfile) -> dict[str, np.
         raise ExportError(f"{where}: a state unit per neuron; Xylo's membranes are compared unscaled, so the "
                           "layer needs one unit")
     dtype = quant.code_dtype(num)
-    threshold = quant.threshold_codes(torch.tensor(layer.threshold, dtype=dtype), layer.unit.to(dtype), num)
-    raw = torch.round(torch.tensor(layer.threshold, dtype=dtype) / layer.unit.to(dtype))
-    if not THRESHOLD_RANGE[0] <= float(raw.max()) <= THRESHOLD_RANGE[1]:
+    theta, unit = layer.neuron_values("threshold").to(dtype), layer.unit.to(dtype)
+    threshold = quant.threshold_codes(theta, unit, num)
+    raw = torch.round(theta / unit)
+    if float(raw.max()) > THRESHOLD_RANGE[1]:  # below 1 the engine's code is 1, as Xylo's
         raise ExportError(f"{where}: threshold code {float(raw.max()):.0f} outside Xylo's range {list(THRESHOLD_RANGE)}")
     dashes = {}
-    for what, beta, fmt in (("dash_mem", layer.beta, num.decay), ("dash_syn", layer.synapse_decay, num.synapse_decay)):
-        if beta is None or beta >= 1:
+    for what, name, fmt in (("dash_mem", "beta", num.decay), ("dash_syn", "synapse_decay", num.synapse_decay)):
+        beta = layer.neuron_values(name)
+        if beta is None or bool((beta >= 1).any()):
             raise ExportError(f"{where}: {'no synaptic state' if beta is None else 'no decay (beta 1)'}: Xylo's "
                               f"neurons are current-based and decay by dash in {list(DASH_RANGE)}")
-        dashes[what] = np.full(n, _dash(beta, fmt, where, what), dtype=np.int64)
+        dashes[what] = _dash(beta, fmt, n, where, what)
     bias = np.zeros(n, dtype=np.int64) if layer.bias is None else layer.bias.numpy().astype(np.int64)
-    return {"threshold": np.full(n, int(threshold.reshape(-1)[0]), dtype=np.int64), "bias": bias, **dashes}
+    codes = np.broadcast_to(threshold.to(torch.int64).numpy().reshape(-1), (n,)).copy()
+    return {"threshold": codes, "bias": bias, **dashes}
 
 
 def xylo_differences(deployment: Deployment) -> list[str]:
@@ -426,12 +439,16 @@ def config_from_deployment(deployment: Deployment) -> XyloConfig:
     hid, out = _population(hidden, profile), _population(readout, profile)
     second: dict[str, Any] = {}
     if hidden.synapse_decay2 is not None:
-        dash = _dash(hidden.synapse_decay2, profile.numerics.synapse_decay, hidden.name, "dash_syn2")
+        beta2 = hidden.neuron_values("synapse_decay2")
+        if bool((beta2 >= 1).any()):
+            raise ExportError(f"{hidden.name}: no decay (beta 1) of the second synaptic state: Xylo's decays by "
+                              f"dash in {list(DASH_RANGE)}")
+        dash = _dash(beta2, profile.numerics.synapse_decay, n_hid, hidden.name, "dash_syn2")
         second = {"weights_in2": (torch.zeros_like(hidden.weight) if hidden.weight2 is None
                                   else hidden.weight2).numpy().T.astype(np.int64),
                   "weights_rec2": (torch.zeros_like(recurrent) if hidden.recurrent2 is None
                                    else hidden.recurrent2).numpy().T.astype(np.int64),
-                  "dash_syn2": np.full(n_hid, dash, dtype=np.int64)}
+                  "dash_syn2": dash}
     if readout.synapse_decay2 is not None:
         raise ExportError(f"{readout.name}: Xylo's output neurons have one synaptic state")
     config = XyloConfig(
@@ -450,33 +467,28 @@ def deployment_from_config(config: XyloConfig, timesteps: int, profile: DevicePr
                            metadata: dict[str, Any] | None = None) -> Deployment:
     """The neurosim :class:`Deployment` that runs ``config`` as xylosim does (unit 1: every code
     is Xylo's integer), through :meth:`Deployment.from_integers`; input shape ``[N_in]``, input
-    codes are Xylo's event counts. A population's ``dash_mem``, ``dash_syn`` and thresholds must
-    be uniform (one decay and one threshold per neurosim layer); otherwise :class:`ExportError`."""
+    codes are Xylo's event counts. Thresholds, biases and dashes that differ between a
+    population's neurons are the layer's per-neuron values; ``dash = 0`` is ``beta = 0``."""
     config.check()
     profile = load_profile(profile)
     diffs = xylo_rule_differences(profile)
     if diffs:
         raise ExportError(f"profile {profile.name}: does not compute as Xylo does: " + "; ".join(diffs))
     n_in, _, _ = config.sizes
+    def decay(dash: np.ndarray) -> np.ndarray:
+        return 1.0 - np.exp2(-np.asarray(dash, dtype=np.float64))  # exact: 1 - 2^-dash, 0 for dash 0
+
     specs = []
-    for population, suffix in (("hidden", ""), ("output", "_out")):
-        values = {}
-        for name in ("threshold", "dash_mem", "dash_syn"):
-            array = np.asarray(getattr(config, name + suffix))
-            if np.unique(array).size != 1:
-                raise ExportError(f"{name + suffix}: differs between {population} neurons; a neurosim layer has "
-                                  f"one {'threshold' if name == 'threshold' else 'decay'}")
-            values[name] = int(array[0])
+    for suffix in ("", "_out"):
         bias = np.asarray(getattr(config, "bias" + suffix)) if config.has_bias else None
-        specs.append({"threshold": values["threshold"], "beta": 1.0 - 2.0 ** -values["dash_mem"],
-                      "synapse_decay": 1.0 - 2.0 ** -values["dash_syn"], "bias": bias, "unit": 1.0, "v_reset": 0})
+        specs.append({"threshold": np.asarray(getattr(config, "threshold" + suffix)),
+                      "beta": decay(getattr(config, "dash_mem" + suffix)),
+                      "synapse_decay": decay(getattr(config, "dash_syn" + suffix)), "bias": bias, "unit": 1.0,
+                      "v_reset": 0})
     hidden, output = specs
     if config.second_synapse:
-        dash2 = np.asarray(config.dash_syn2)
-        if np.unique(dash2).size != 1:
-            raise ExportError("dash_syn2: differs between hidden neurons; a neurosim layer has one decay")
         hidden.update(weight2=np.asarray(config.weights_in2).T, recurrent2=np.asarray(config.weights_rec2).T,
-                      synapse_decay2=1.0 - 2.0 ** -int(dash2[0]))
+                      synapse_decay2=decay(config.dash_syn2))
     layers = [dict(hidden, weight=np.asarray(config.weights_in).T, recurrent=np.asarray(config.weights_rec).T,
                    weight_shift=int(config.weight_shift_inp), recurrent_shift=int(config.weight_shift_rec),
                    max_spikes=MAX_HIDDEN_SPIKES, delay=0, readout=False),
