@@ -606,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="Machine-readable results: DIR/results.csv (one row per point and chip instance: "
                                    "the point's settings, accuracy, spikes_per_sample, synops_per_sample, "
                                    "energy_pj_per_sample (nan where the profile has no energy figures), "
-                                   "saturations_per_sample, spikes per layer) and DIR/summary.csv (per point: mean, "
-                                   "std, min, p5, p50 and p95 over the instances of each of those); DIR/sweep.yaml "
+                                   "saturations_per_sample, spikes_LAYER per spiking layer, energy_pj_LAYER per layer) and DIR/summary.csv (per point: mean, "
+                                   "std, min, p5, p50 and p95 over the instances of each total, the mean of each per-layer column); "
+                                   "DIR/sweep.yaml "
                                    "holds the sweep's settings.")
     p.add_argument("source", metavar="SOURCE", help="training run folder or deployment artifact")
     p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the source's)")

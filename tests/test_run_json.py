@@ -182,16 +182,22 @@ def _nominal(deployment: Deployment) -> Deployment:
     return dataclasses.replace(deployment, profile=deployment.profile.scaled(0.0))
 
 
-def test_sweep_summary_energy_equals_the_hand_count(tmp_path):
+def test_sweep_energy_per_sample_and_layer_equals_the_hand_count(tmp_path):
+    import csv
     deployment = _nominal(_loihi_deployment())
     deployment.save(tmp_path / "art")
     split = load_dataset("digits").test
-    hand = sum(_hand_energy(deployment, split.inputs).values()) / len(split)
+    hand = {name: e / len(split) for name, e in _hand_energy(deployment, split.inputs).items()}
     summary = run_sweep(SweepSpec(source=str(tmp_path / "art"), scales=[1.0], instances=2, seed=0), tmp_path / "sw",
                         progress=False)
-    # sigma 0 and the profile has no dynamic noise on: every chip is the nominal one
-    assert summary[0]["energy_pj_per_sample_mean"] == pytest.approx(hand, rel=1e-12)
+    # every sigma 0 and no dynamic noise in the profile: both chips are the nominal one
+    assert summary[0]["energy_pj_per_sample_mean"] == pytest.approx(sum(hand.values()), rel=1e-12)
     assert summary[0]["energy_pj_per_sample_std"] == pytest.approx(0.0, abs=1e-9)
+    for name, value in hand.items():
+        assert summary[0][f"energy_pj_{name}_mean"] == pytest.approx(value, rel=1e-12)
+    with open(tmp_path / "sw" / "results.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(float(r["energy_pj_readout"]) == pytest.approx(hand["readout"]) for r in rows)
 
 
 def test_profiles_carry_published_energy_or_say_there_is_none():
