@@ -11,6 +11,7 @@ inputs, every layer's spikes at every step agree exactly, and so do the logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,6 +20,10 @@ from neurosim.device import DynamicNoise, sample_chips
 from neurosim.device.chips import ChipInstances
 from neurosim.engine.engine import IntegerEngine, deployment_shapes
 from neurosim.export.deployment import Deployment
+
+if TYPE_CHECKING:
+    from neurosim.nn.layers import SpikingNetwork
+    from neurosim.train.datasets import DatasetSplit
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def _first(engine: Tensor, training: Tensor) -> tuple[int, ...] | None:
 
 
 @torch.no_grad()
-def compare_batch(model, deployment: Deployment, instances: ChipInstances, x: Tensor, batch: int = 0,
+def compare_batch(model: SpikingNetwork, deployment: Deployment, instances: ChipInstances, x: Tensor, batch: int = 0,
                   noise: bool = True, first_sample: int = 0) -> ParityResult:
     """Run inputs ``x`` (one batch, index ``batch``) through the engine on ``instances`` and through
     ``model``'s training forward on each chip alone (``ChipContext``), and compare every spiking
@@ -102,7 +107,7 @@ def compare_batch(model, deployment: Deployment, instances: ChipInstances, x: Te
     return ParityResult(compared, min(found, key=lambda f: f[0])[1] if found else None)
 
 
-def check_parity(model, deployment: Deployment, split, chips: int = 16, seed: int = 1234, noise: bool = True,
+def check_parity(model: SpikingNetwork, deployment: Deployment, split: DatasetSplit, chips: int = 16, seed: int = 1234, noise: bool = True,
                  batch_size: int = 64, progress: bool | None = None) -> ParityResult:
     """:func:`compare_batch` on every batch of ``split`` with chips ``0 .. chips - 1`` drawn with
     ``seed``: the chips, batches and noise of ``evaluate_deployment`` with the same arguments.
