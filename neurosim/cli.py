@@ -197,7 +197,11 @@ def _add_train_parser(commands) -> None:
                     "noise and the chip's number formats in the loop, and the seeds' methods as "
                     "switches. Every option can also come from --config FILE.yaml (flags win). "
                     "Under torchrun (torchrun --nproc_per_node N -m neurosim train ...) it trains with "
-                    "DistributedDataParallel: --batch-size is the global batch, split over the processes.")
+                    "DistributedDataParallel: --batch-size is the global batch, split over the processes.",
+        epilog="Machine-readable results: OUT/metrics.json (JSON: test_accuracy on the ideal chip, "
+               "test_accuracy_noisy and its std, chip_accuracies over --eval-chips sampled chips, spikes_per_sample, "
+               "spikes_per_layer, epochs, seconds, per-epoch history); OUT/config.yaml holds every option used. "
+               "Without --out nothing is written.")
     p.add_argument("--config", metavar="FILE.yaml", help="training options from a YAML file")
     p.add_argument("--out", metavar="DIR", help="write checkpoint.pt, config.yaml and metrics.json here")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -409,7 +413,33 @@ def _export_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     return f"no artifact was written to {args.out}; run the same command to export again"
 
 
+EXIT_PARITY = 1
+"""Exit status of ``run --check-parity`` when the engine and the training forward differ."""
+
+
+def _parity_run(args: argparse.Namespace, deployment) -> Path:
+    """The training run folder ``run --check-parity`` compares with: ``--run``, else the folder the
+    artifact's manifest names (``metadata.source``, written by ``neurosim export``)."""
+    from neurosim.export.deployment import MANIFEST
+
+    if args.run is not None:
+        run = Path(args.run)
+        if not run.is_dir():
+            raise UsageError(f"--run {run}: no such training run folder")
+        return run
+    source = deployment.metadata.get("source")
+    if not source:
+        raise UsageError(f"{args.artifact}: --check-parity needs the training run the artifact came from, and its "
+                         f"{MANIFEST} has no metadata.source; give --run RUN_DIR")
+    if not Path(source).is_dir():
+        raise UsageError(f"{args.artifact}: --check-parity needs the training run the artifact came from: its {MANIFEST} "
+                         f"names metadata.source {source!r}, which is not a folder here; give --run RUN_DIR")
+    return Path(source)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import json
+
     from neurosim.engine.evaluate import evaluate_deployment
     from neurosim.export import load_deployment
     from neurosim.train.datasets import dataset_of
@@ -420,17 +450,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.run is not None and not args.check_parity:
+        raise UsageError("--run names the training run for --check-parity; give --check-parity too")
     deployment = load_deployment(args.artifact)
+    run_dir = _parity_run(args, deployment) if args.check_parity else None
     training = deployment.metadata.get("training", {})
     dataset = dataset_of(training, args.dataset, args.data_root, deployment.timesteps)
     report = evaluate_deployment(deployment, dataset.test, chips=args.chips, seed=args.seed,
                                  noise=not args.no_noise, batch_size=args.batch_size, progress=args.progress)
-    print(report.summary())
+    parity = _run_parity(args, deployment, run_dir, dataset) if run_dir is not None else None
+    if args.json:
+        data = report.to_dict()
+        if parity is not None:
+            data["parity"] = {"run": str(run_dir), "spikes_compared": parity.compared,
+                              "mismatch": None if parity.mismatch is None else str(parity.mismatch)}
+        print(json.dumps(data, allow_nan=False))
+    else:
+        print(report.summary())
+    if parity is not None:
+        if parity.mismatch is not None:
+            print(f"parity check failed: {args.artifact} vs training run {run_dir}: {parity.mismatch}", file=sys.stderr)
+            return EXIT_PARITY
+        print(f"parity: {parity.compared} spike values of the engine and the training forward of {run_dir} identical "
+              f"on {args.chips} chips", file=sys.stderr if args.json else sys.stdout)
     overflow = report.overflowing_layers()
     if args.strict and overflow:
         raise NeurosimError(f"{args.artifact}: integer overflow (--strict): saturation/wrap events per sample in "
                             + ", ".join(f"{name} {events:.3g}" for name, events in overflow.items()))
     return 0
+
+
+def _run_parity(args: argparse.Namespace, deployment, run_dir: Path, dataset):
+    """``run --check-parity``: the training forward of ``run_dir`` against the engine on the chips,
+    batches and noise of the evaluation (:func:`neurosim.engine.parity.check_parity`)."""
+    from neurosim.engine.parity import check_parity
+    from neurosim.train.trainer import load_run
+
+    model, _, _ = load_run(run_dir, dataset)
+    return check_parity(model, deployment, dataset.test, chips=args.chips, seed=args.seed, noise=not args.no_noise,
+                        batch_size=args.batch_size, progress=args.progress)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -442,14 +500,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                      data_root=args.data_root, chunk=args.chunk, label=args.label)
     summary = run_sweep(spec, args.out, resume=args.resume, progress=args.progress, strict=args.strict)
     if summary:
-        print(f"{'point':<34} {'accuracy mean':>13} {'p5':>7} {'p95':>7} {'spikes/sample':>14}")
+        print(f"{'point':<34} {'accuracy mean':>13} {'p5':>7} {'p95':>7} {'spikes/sample':>14} "
+              f"{'energy nJ/sample':>17}")
         for row in summary:
             setting = ", ".join(f"{k}={row[k]:g}" for k in row if k not in ("point", "instances")
                                 and not k.startswith(("accuracy", "spikes", "synops", "energy", "saturations")))
             print(f"{setting:<34} {row['accuracy_mean']:>13.4f} {row['accuracy_p5']:>7.4f} {row['accuracy_p95']:>7.4f} "
-                  f"{row['spikes_per_sample_mean']:>14.1f}")
+                  f"{row['spikes_per_sample_mean']:>14.1f} {_energy_cell(row['energy_pj_per_sample_mean']):>17}")
         print(f"wrote {args.out}/results.csv, summary.csv, sweep.yaml, plot.png")
     return 0
+
+
+def _energy_cell(pj: float) -> str:
+    """Energy per sample in nJ for a table, or "unknown" (NaN: the profile has no energy figures)."""
+    return "unknown" if pj != pj else f"{pj / 1e3:.3f}"
 
 
 def _sweep_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
@@ -578,6 +642,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-noise", action="store_true", help="no dynamic noise (static variation only)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--strict", action="store_true", help="fail if any state saturated or wrapped")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (accuracy_mean/std/min/max, spikes_per_sample, "
+                        "synops_per_sample, neuron_updates_per_sample, saturations_per_sample, energy_pj_per_sample "
+                        "(null: unknown), chips, per-layer counts under layers, per-chip values under per_chip); "
+                        "progress and notes go to stderr")
+    p.add_argument("--check-parity", action="store_true",
+                   help="also run the fake-quant training forward of the run the artifact came from on the same "
+                        "chips, batches and noise, and exit with status 1 naming the first differing layer, step "
+                        "and neuron (chip, sample)")
+    p.add_argument("--run", metavar="RUN_DIR", help="with --check-parity: the training run folder (default: the "
+                   "artifact's metadata.source)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=_cmd_run)
 
@@ -585,7 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Evaluate a training run (fake-quant forward) or an artifact (integer "
                                         "engine) at each noise point on N seeded chip instances. Results stream "
                                         "to DIR/results.csv; --resume continues a killed sweep. Under torchrun "
-                                        "the work is sharded over the processes.")
+                                        "the work is sharded over the processes.",
+                            epilog="Machine-readable results: DIR/results.csv (one row per point and chip instance: "
+                                   "the point's settings, accuracy, spikes_per_sample, synops_per_sample, "
+                                   "energy_pj_per_sample (nan where the profile has no energy figures), "
+                                   "saturations_per_sample, spikes_LAYER per spiking layer, energy_pj_LAYER per layer) and DIR/summary.csv (per point: mean, "
+                                   "std, min, p5, p50 and p95 over the instances of each total, the mean of each per-layer column); "
+                                   "DIR/sweep.yaml "
+                                   "holds the sweep's settings.")
     p.add_argument("source", metavar="SOURCE", help="training run folder or deployment artifact")
     p.add_argument("--profile", metavar="NAME|PATH", help="chip profile (default: the source's)")
     p.add_argument("--scale", metavar="S1,S2,...", help="multiply every sigma of the profile by each factor")

@@ -13,19 +13,19 @@ Every number printed is measured in this run.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from neurosim.device import DynamicNoise, load_profile, sample_chips
-from neurosim.engine import IntegerEngine, deployment_shapes
+from neurosim.device import load_profile, sample_chips
+from neurosim.engine import deployment_shapes
+from neurosim.engine.parity import compare_batch
 from neurosim.errors import NeurosimError
 from neurosim.export import compile_model
 from neurosim.files import write_text
 from neurosim.sweep import SweepSpec, plot_sweeps, run_sweep
-from neurosim.train import ChipContext, TrainConfig, load_run, train
+from neurosim.train import TrainConfig, load_run, train
 from neurosim.train.datasets import load_dataset
 
 PROFILE = "hardreset-noisy"
@@ -43,32 +43,14 @@ def _fresh_folder(out: Path) -> None:
 
 
 def check_parity(run_dir: Path, artifact_model, deployment, dataset, chips: int = 4, seed: int = 1234) -> int:
-    """Compare the engine's spikes with the training forward's on ``chips`` chips; returns the
-    number of spikes compared, raises if any differs."""
-    profile = deployment.profile
-    x = dataset.test.inputs[:64]
-    instances = sample_chips(profile, deployment_shapes(deployment), n=chips, seed=seed)
-    result = IntegerEngine(deployment, instances).run(x, batch=0, record=True)
-    model = artifact_model
-    compared = 0
-    for block in model.blocks:
-        block.record = True
-    try:
-        for k in range(chips):
-            ctx = ChipContext(profile, instances[k], DynamicNoise(profile, seed, instances[k].indices), batch=0)
-            logits = model(x, ctx)
-            for block in model.blocks:
-                engine_spikes = result.spikes[block.name][:, k].to(block.recorded_spikes.dtype)
-                if not torch.equal(engine_spikes, block.recorded_spikes):
-                    raise NeurosimError(f"parity check failed: {run_dir} {block.name} chip {k}: engine and "
-                                        "training forward disagree")
-                compared += int(block.recorded_spikes.numel())
-            if not torch.equal(logits, result.logits[k]):
-                raise NeurosimError(f"parity check failed: {run_dir} chip {k}: logits differ")
-    finally:
-        for block in model.blocks:
-            block.record = False
-    return compared
+    """Compare the engine's spikes with the training forward's on ``chips`` chips for 64 test
+    images (:func:`neurosim.engine.parity.compare_batch`); returns the number of spike values
+    compared, raises naming the first mismatch."""
+    instances = sample_chips(deployment.profile, deployment_shapes(deployment), n=chips, seed=seed)
+    result = compare_batch(artifact_model, deployment, instances, dataset.test.inputs[:64], batch=0)
+    if result.mismatch is not None:
+        raise NeurosimError(f"parity check failed: {run_dir}: {result.mismatch}")
+    return result.compared
 
 
 def run_demo(out: str | Path = "neurosim-demo", epochs: int = 15, chips: int = 16, seed: int = 0,
@@ -121,4 +103,15 @@ def _summary_text(lines, chips: int, seconds: float) -> str:
         rows.append(f"| {label} | {ideal:.4f} | {cells} |")
     return (f"# neurosim demo: digits on {PROFILE}\n\nTest accuracy on the ideal chip and, per noise scale (every "
             f"sigma of the profile multiplied), the mean over {chips} sampled chips on the integer engine "
-            f"(5-95 percentiles in brackets).\n\n" + "\n".join(rows) + f"\n\nTotal time: {seconds:.0f} s.\n")
+            f"(5-95 percentiles in brackets).\n\n" + "\n".join(rows) + "\n\n" + _energy_text(lines)
+            + f"\n\nTotal time: {seconds:.0f} s.\n")
+
+
+def _energy_text(lines) -> str:
+    """Energy per sample at noise scale 1 from the sweeps' summaries (mean over chips), or why
+    it is unknown (the profile has no energy figures)."""
+    known = [(label, summary[SCALES.index(1.0)]["energy_pj_per_sample_mean"]) for label, _, summary in lines]
+    if all(math.isnan(energy) for _, energy in known):
+        return f"Energy: unknown ({PROFILE} has no energy figures; see its references)."
+    return "Energy per sample at scale x1 (profile estimate): " + "; ".join(
+        f"{label} {energy / 1e3:.3f} nJ" for label, energy in known) + "."

@@ -220,6 +220,7 @@ def test_demo_runs_the_whole_path(tmp_path):
         assert (out / path).exists(), path
     summary = (out / "summary.md").read_text()
     assert "without noise" in summary and "noise in the loop" in summary and "x64" in summary
+    assert "Energy: unknown (hardreset-noisy has no energy figures" in summary  # not 0, not nan
     assert len(rows_of(out / "sweeps" / "noise" / "results.csv")) == 1 + 5 * 16
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("user data")

@@ -135,7 +135,9 @@ class _Evaluator:
         for j, k in enumerate(instances):
             counts = {name: {what: values[j] for what, values in c.items()} for name, c in report.layer_counts.items()}
             energy = None if report.energy_pj_per_sample is None else report.energy_pj_per_sample[j]
-            rows.append(self._row(k, report.accuracies[j], counts, energy))
+            layer_energy = (None if report.layer_energy_pj is None
+                            else {name: values[j] for name, values in report.layer_energy_pj.items()})
+            rows.append(self._row(k, report.accuracies[j], counts, energy, layer_energy))
         return rows
 
     @torch.no_grad()
@@ -164,7 +166,11 @@ class _Evaluator:
                 per_sample = {name: {what: v / n for what, v in c.items()} for name, c in counts.items()}
                 energy = estimate_energy(profile.energy, *(torch.tensor(sum(c[w] for c in per_sample.values()))
                                                            for w in ("spikes", "synaptic_ops", "neuron_updates")))
-                rows.append(self._row(k, correct / n, per_sample, None if energy is None else float(energy)))
+                layer_energy = {name: estimate_energy(profile.energy, *(torch.tensor(c[w]) for w in
+                                                                        ("spikes", "synaptic_ops", "neuron_updates")))
+                                for name, c in per_sample.items()}
+                rows.append(self._row(k, correct / n, per_sample, None if energy is None else float(energy),
+                                      None if energy is None else {n_: float(e) for n_, e in layer_energy.items()}))
         finally:
             for block in model.blocks:
                 block.record = False
@@ -190,7 +196,10 @@ class _Evaluator:
         for name, events in ctx.events.items():
             counts[name]["saturations"] += float(events)
 
-    def _row(self, k: int, accuracy: float, counts: dict[str, dict[str, float]], energy: float | None) -> dict[str, float]:
+    def _row(self, k: int, accuracy: float, counts: dict[str, dict[str, float]], energy: float | None,
+             layer_energy: dict[str, float] | None = None) -> dict[str, float]:
+        """One results.csv row: totals per sample over layers, spikes per spiking layer and energy
+        per layer (pJ per sample; NaN where the profile has no energy figures)."""
         row = {"instance": k, "accuracy": accuracy,
                "spikes_per_sample": sum(c["spikes"] for c in counts.values()),
                "synops_per_sample": sum(c["synaptic_ops"] for c in counts.values()),
@@ -198,13 +207,18 @@ class _Evaluator:
                "saturations_per_sample": sum(c["saturations"] for c in counts.values())}
         for name in self.spiking_layers():
             row[f"spikes_{name}"] = counts[name]["spikes"]
+        for name in self.layers:
+            row[f"energy_pj_{name}"] = math.nan if layer_energy is None else layer_energy[name]
         return row
 
 
 # ------------------------------------------------------------------ files
 
-def _columns(setting_keys: list[str], layers: list[str]) -> list[str]:
-    return ["point", "instance", *setting_keys, *METRICS, *[f"spikes_{name}" for name in layers]]
+def _columns(setting_keys: list[str], layers: list[str], all_layers: list[str]) -> list[str]:
+    """results.csv's columns: the point, its settings, the metrics, spikes per spiking layer and
+    energy per layer (readout included)."""
+    return ["point", "instance", *setting_keys, *METRICS, *[f"spikes_{name}" for name in layers],
+            *[f"energy_pj_{name}" for name in all_layers]]
 
 
 def _read_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
@@ -247,7 +261,7 @@ def _summary(rows: list[dict[str, str]], points: list[Point], setting_keys: list
                 stats = [values.mean(), values.std(), values.min(), *np.percentile(values, [5, 50, 95])]
             entry.update({f"{metric}_{name}": float(v) for name, v in zip(STATISTICS, stats)})
         for key in rows[0] if rows else []:
-            if key.startswith("spikes_block"):
+            if key.startswith("spikes_block") or (key.startswith("energy_pj_") and key not in METRICS):
                 entry[f"{key}_mean"] = float(np.mean([float(r[key]) for r in mine])) if mine else math.nan
         out.append(entry)
     return out
@@ -289,7 +303,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
         evaluator.profile_at(point)
     setting_keys = list(points[0])
     layers = evaluator.spiking_layers()
-    columns = _columns(setting_keys, layers)
+    columns = _columns(setting_keys, layers, list(evaluator.layers))
     results = out / RESULTS
     if rank == 0:
         _prepare(out, spec, resume, columns, {"layers": {name: n for name, (n, readout) in evaluator.layers.items()
