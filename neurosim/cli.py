@@ -282,6 +282,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_artifact_xylo(args)
     if args.format == "nir" and args.adapt and not args.profile:
         raise UsageError("--adapt converts neurons for a chip: with --format nir it needs --profile")
+    if args.nir_readout is not None and args.format != "nir":
+        raise UsageError("--nir-readout chooses the readout's form in a NIR graph: it needs --format nir")
     model, config, _ = load_run(args.run_dir)
     profile = args.profile or config.profile
     metrics_path = Path(args.run_dir) / METRICS
@@ -303,17 +305,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_nir(args: argparse.Namespace, model, metadata: dict) -> int:
-    """``export --format nir``: the float model, or with --profile its compiled deployment."""
+    """``export --format nir``: the float model, or with --profile its compiled deployment, with
+    the readout in the form ``--nir-readout`` names (:data:`~neurosim.export.nir_graph.READOUTS`)."""
     from neurosim.export import compile_model
     from neurosim.export.nir_graph import graph_notes, to_nir, write_nir
 
+    readout = args.nir_readout or "integrator"
     if args.profile:
         deployment = compile_model(model, args.profile, adapt=args.adapt, metadata=metadata)
         for change in deployment.metadata.get("adapted", []):
             print(f"adapted: {change}")
-        graph, what = to_nir(deployment), f"deployment on {deployment.profile.name}"
+        graph, what = to_nir(deployment, readout=readout), f"deployment on {deployment.profile.name}"
     else:
-        graph, what = to_nir(model, metadata), "float model"
+        graph, what = to_nir(model, metadata, readout=readout), "float model"
     write_nir(graph, args.out, overwrite=args.force)
     for note in graph_notes(graph):
         print(f"note: kept in NIR metadata only: {note}")
@@ -605,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR|FILE.nir|FILE.npz",
                    help="artifact folder, NIR file or Xylo .npz to write")
     p.add_argument("--adapt", action="store_true", help="convert a neuron model that differs from the chip's")
+    p.add_argument("--nir-readout", choices=("integrator", "affine"), help="with --format nir, the readout's form: "
+                   "integrator (default; NIR's I or LI node, lossless) or affine (the graph ends at the readout's "
+                   "Affine and outputs its value per step, the integrator in metadata: the form snnTorch's and "
+                   "SpikingJelly's import_from_nir load)")
     p.add_argument("--force", action="store_true", help="replace an existing artifact or file")
     p.set_defaults(func=_cmd_export, interrupted=_export_interrupted)
 

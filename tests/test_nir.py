@@ -1,5 +1,6 @@
-"""NIR interchange: neurosim -> NIR -> neurosim, Deployment -> NIR -> Deployment, snnTorch -> NIR ->
-neurosim, refusals, and the export/import/train/run commands."""
+"""NIR interchange: neurosim -> NIR -> neurosim (both readout forms), Deployment -> NIR -> Deployment,
+snnTorch -> NIR -> neurosim, neurosim -> NIR -> snnTorch and SpikingJelly (the affine readout),
+refusals, and the export/import/train/run commands."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from neurosim.export.nir_graph import (META_KEY, deployment_from_nir, from_nir, 
                                        to_nir, write_nir)
 from neurosim.nn import NeuronOptions, build_model  # noqa: E402
 from neurosim.train import TrainConfig, load_run, train  # noqa: E402
+from neurosim.train.datasets import dataset_of  # noqa: E402
 from neurosim.train.trainer import init_from_run, neuron_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,7 @@ INPUT = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(3))
 
 # ------------------------------------------------------------------ neurosim -> NIR -> neurosim
 
+@pytest.mark.parametrize("readout", ["integrator", "affine"])
 @pytest.mark.parametrize("spec,neuron", [
     ("mlp:24-12", {"reset": "hard", "v_reset": 0.1, "beta": 0.9}),
     ("mlp:24-12", {"reset": "soft", "beta": 0.75}),
@@ -75,13 +78,18 @@ INPUT = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     ("mlp:20-12", {"reset": "hard", "beta": 0.7, "synapse_decay": 0.6, "refractory": 1, "v_init": "mp_init",
                    "surrogate": "psg"}),
 ])
-def test_model_round_trip_gives_identical_logits_and_spikes(spec, neuron, tmp_path):
+def test_model_round_trip_gives_identical_logits_and_spikes(spec, neuron, readout, tmp_path):
     model = spiking_model(spec, **neuron)
     for i, node in enumerate(model.spiking_nodes()):
         node.mp_init.fill_(0.2 + 0.1 * i)
         if neuron.get("surrogate") == "psg":
             node.surrogate.gamma.data.fill_(1.5 + i)
-    graph = through_file(to_nir(model, {"training": {"model": spec}}), tmp_path)
+    with torch.no_grad():
+        model.readout.beta.fill_(0.8 if "v_reset" in neuron else 1.0)  # a leaky readout (LI) and an integrator (I)
+    graph = through_file(to_nir(model, {"training": {"model": spec}}, readout=readout), tmp_path)
+    last = [a for a, b in graph.edges if b == "output"][0]
+    assert last == ("readout.synapse" if readout == "affine" else "readout.neuron")
+    assert head(graph)["readout"] == readout
     imported, info = from_nir(graph)
     assert info.spec.split(":")[0] == spec.split(":")[0] and info.timesteps == model.timesteps
     assert not info.readout_added and info.source == "neurosim model"
@@ -268,6 +276,143 @@ def test_snntorch_recurrent_layer_is_refused(tmp_path):
     graph = export_to_nir(net, torch.rand(1, 64), ignore_dims=[0])
     with pytest.raises(ArtifactError, match="no recurrent"):  # a cycle, or a subgraph in older snnTorch
         from_nir(graph, timesteps=4)
+
+
+# ------------------------------------------------------------------ neurosim -> NIR -> snnTorch, SpikingJelly
+
+PEERS = ["snntorch", "spikingjelly"]
+
+
+def load_in_peer(peer: str, path: Path) -> torch.nn.Module:
+    """The graph in ``path`` as snnTorch 1.0's or SpikingJelly 2.0's ``import_from_nir`` builds it
+    (a torch.fx GraphModule whose submodules are named after the NIR nodes, dots as underscores)."""
+    if peer == "snntorch":
+        pytest.importorskip("snntorch", reason="snntorch (optional test dependency) is not installed")
+        from snntorch.import_nir import import_from_nir
+
+        net = import_from_nir(nir.read(path))
+        flattens = [m for m in net.modules() if isinstance(m, torch.nn.Flatten)]
+        # snnTorch maps NIR's Flatten (whose dimensions exclude the batch) to torch's with the same start_dim,
+        # so start_dim=0 flattens the batch too; the workaround (README's NIR section): start at dimension 1
+        assert all(m.start_dim == 0 for m in flattens)
+        for m in flattens:
+            m.start_dim = 1
+        return net
+    pytest.importorskip("spikingjelly", reason="spikingjelly (optional test dependency) is not installed")
+    from spikingjelly.activation_based.nir_exchange import import_from_nir
+
+    return import_from_nir(path, step_mode="s")
+
+
+def run_in_peer(net: torch.nn.Module, x: torch.Tensor, steps: int, layers: list[str]):
+    """The per-step outputs ``[T, B, outputs]`` and each of ``layers``' spikes ``[T, B, ...]`` of an
+    imported net, ``x`` entering at every step. Both peers' modules return ``(output, state)``;
+    SpikingJelly's neurons keep their state in it (passed back each step), snnTorch's in themselves
+    (a fresh import starts at rest)."""
+    spikes: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for name in layers:
+        net.get_submodule(f"{name}_neuron").register_forward_hook(
+            lambda module, inputs, out, name=name: spikes[name].append(out[0] if isinstance(out, tuple) else out))
+    outputs, state = [], None
+    with torch.no_grad():
+        for _ in range(steps):
+            out, state = net(x, state)
+            outputs.append(out)
+    return torch.stack(outputs), [torch.stack(spikes[name]) for name in layers]
+
+
+def integrate(outputs: torch.Tensor, beta: float) -> torch.Tensor:
+    """neurosim's logits from the readout Affine's per-step outputs: the mean over the steps of
+    v[t] = beta v[t-1] + out[t] (the affine form's convention)."""
+    v = torch.zeros_like(outputs[0])
+    total = torch.zeros_like(v)
+    for out in outputs:
+        v = beta * v + out
+        total = total + v
+    return total / outputs.shape[0]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A trained digits model with two hidden layers, 8 steps (hardreset-noisy: beta 0.5, hard reset to 0)."""
+    out = tmp_path_factory.mktemp("peers") / "run"
+    train(TrainConfig(epochs=1, model="mlp:32-32", timesteps=8, eval_chips=0), out, progress=False)
+    return out
+
+
+@SNNTORCH_WARNINGS
+@pytest.mark.parametrize("peer", PEERS)
+def test_affine_readout_loads_in_the_peers_with_neurosim_spikes_and_logits(peer, digits_run, tmp_path, capsys):
+    graph_file = tmp_path / "digits.nir"
+    assert main(["export", str(digits_run), "--format", "nir", "--nir-readout", "affine",
+                 "--out", str(graph_file)]) == 0
+    assert "the integrator after the readout Affine (beta 1)" in capsys.readouterr().out
+    model, config, _ = load_run(digits_run)
+    x = dataset_of(config.to_dict()).test.inputs[:32]
+    logits, ours = run_recorded(model, x)
+    names = [block.name for block in model.blocks]
+    outputs, theirs = run_in_peer(load_in_peer(peer, graph_file), x, model.timesteps, names)
+    for name, spikes, peer_spikes in zip(names, ours, theirs):
+        assert torch.equal(peer_spikes.reshape(spikes.shape), spikes), name
+        assert 0 < float(spikes.mean()) < 1, name  # the comparison saw activity, not silence or saturation
+    assert torch.allclose(integrate(outputs, float(model.readout.beta)), logits, rtol=0, atol=1e-5)
+    # the default, lossless form ends in NIR's I node, which neither importer maps
+    default = tmp_path / "default.nir"
+    assert main(["export", str(digits_run), "--format", "nir", "--out", str(default)]) == 0
+    with pytest.raises(ValueError, match="Unknown node type .*neuron.I'"):
+        load_in_peer(peer, default)
+
+
+@SNNTORCH_WARNINGS
+@pytest.mark.parametrize("peer", PEERS)
+def test_peers_run_a_convolutional_graph_as_neurosim_does(peer, tmp_path):
+    model = spiking_model("conv:4c3-6c3s2-16", timesteps=6, beta=0.5)  # no max pooling: NIR's SumPool2d/Threshold
+    graph_file = write_nir(to_nir(model, readout="affine"), tmp_path / "conv.nir")  # neither peer maps those
+    logits, ours = run_recorded(model, INPUT)
+    names = [block.name for block in model.blocks]
+    outputs, theirs = run_in_peer(load_in_peer(peer, graph_file), INPUT, model.timesteps, names)
+    for name, spikes, peer_spikes in zip(names, ours, theirs):
+        assert torch.equal(peer_spikes.reshape(spikes.shape), spikes), name
+        assert 0 < float(spikes.mean()) < 1, name
+    assert torch.allclose(integrate(outputs, 1.0), logits, rtol=0, atol=1e-5)
+
+
+def test_affine_readout_imports_back_as_the_same_run(digits_run, tmp_path):
+    graph_file, imported = tmp_path / "digits.nir", tmp_path / "imported"
+    assert main(["export", str(digits_run), "--format", "nir", "--nir-readout", "affine",
+                 "--out", str(graph_file)]) == 0
+    assert main(["import", str(graph_file), "--out", str(imported)]) == 0
+    original, config, _ = load_run(digits_run)
+    model, imported_config, _ = load_run(imported)
+    assert imported_config.model == config.model and imported_config.timesteps == config.timesteps
+    for key, value in original.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+
+def test_deployment_with_an_affine_readout_round_trips():
+    deployment = compile_model(spiking_model("mlp:16", beta=0.5), load_profile("hardreset-noisy"))
+    graph = to_nir(deployment, readout="affine")
+    assert "readout.neuron" not in graph.nodes and ("readout.synapse", "output") in graph.edges
+    back = deployment_from_nir(graph)
+    for a, b in zip(deployment.layers, back.layers):
+        assert (a.name, a.readout, a.beta) == (b.name, b.readout, b.beta)
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.unit, b.unit)
+        assert (a.bias is None and b.bias is None) or torch.equal(a.bias, b.bias)
+
+
+def test_readout_form_errors(digits_run, tmp_path, capsys):
+    with pytest.raises(ExportError, match="readout form 'li': choose one of integrator, affine"):
+        to_nir(spiking_model("mlp:16"), readout="li")
+    graph = to_nir(spiking_model("mlp:16"), readout="affine")
+    meta = json.loads(graph.nodes["readout.synapse"].metadata[META_KEY])
+    graph.nodes["readout.synapse"].metadata[META_KEY] = json.dumps({**meta, "readout_integrator": {"beta": 2}})
+    with pytest.raises(ArtifactError, match="node 'readout.synapse': metadata 'readout_integrator' gives beta 2"):
+        from_nir(graph)
+    out = tmp_path / "art"
+    assert main(["export", str(digits_run), "--nir-readout", "affine", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: --nir-readout chooses the readout's form in a NIR graph: it needs --format nir"]
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ refusals

@@ -17,11 +17,21 @@ Written graphs set ``r = tau/dt`` (and ``w_in = tau_syn/dt``, ``r = 1/dt`` for I
 ``g = 1``, as snnTorch does; on reading, a gain other than 1 is folded into the synapse before
 the neurons. ``v_leak`` must be 0. A graph must be a chain
 ``Input -> ([Flatten] synapse [Scale] neurons [SumPool2d Threshold] [Scale])* -> [readout] -> Output``
+(the readout: a dense synapse then LI or I, or the affine form below)
 with synapses Affine, Linear or Conv2d. Max pooling of spikes, which NIR lacks, is written as
 SumPool2d then Threshold(0.5) (for 0/1 spikes the same thing). TrSG's output gain (spikes times
 theta, seed 004) is a Scale node after the neurons. A graph that ends in spiking neurons (as
 snnTorch's do) gets neurosim's integrating readout with identity weights: the logits are the mean
 over the steps of each output neuron's running spike count.
+
+The readout is written in one of two forms (``readout=``, ``neurosim export --nir-readout``):
+``integrator`` (the default, lossless in NIR's own terms) ends in NIR's ``I`` node (``LI`` for a
+leaky readout); ``affine`` ends at the readout's Affine, whose value at each step the graph
+outputs, with the integrator (its beta) in that node's metadata under ``"readout_integrator"``:
+logits = mean over the steps of ``v[t] = beta v[t-1] + out[t]``. snnTorch 1.0's
+``import_from_nir`` and SpikingJelly 2.0's ``nir_exchange.import_from_nir`` map neither ``I`` nor
+``LI`` (nor SumPool2d, Threshold, Scale), so they load only the affine form of a network without
+max pooling or TrSG's gain. neurosim reads both forms back to the same model.
 
 What NIR cannot express is written to metadata — a JSON object under the key ``"neurosim"`` of
 the graph and of each node — and listed in the graph's ``not_expressed`` (the CLI prints it):
@@ -70,6 +80,8 @@ IMPORT_RECORD = "import.yaml"
 GAIN_TOLERANCE = 1e-5  # relative: a per-step gain this close to 1 is 1 (tau and r stored in float32)
 VALUE_TOLERANCE = 1e-6  # relative: metadata and node values agree (beta from tau is not bit-exact)
 
+READOUTS = ("integrator", "affine")  # the readout's forms in a written graph (module docstring)
+READOUT_KEY = "readout_integrator"    # affine form: the integrator's facts, in the readout Affine's metadata
 CONVENTIONS = [
     "time: forward Euler with step dt (graph metadata 'dt'); LIF and LI: beta = 1 - dt/tau, input gain "
     "r*dt/tau; IF and I: gain r*dt; CubaLIF: alpha = 1 - dt/tau_syn, gain (w_in*dt/tau_syn)*(r*dt/tau_mem)",
@@ -79,6 +91,8 @@ CONVENTIONS = [
     "exceeds it (u > threshold); they differ only on exact ties",
     "max pooling of spikes is written as SumPool2d followed by Threshold(0.5)",
 ]
+AFFINE_OUTPUT = ("output: the graph's output is the readout Affine's value at each step, out[t]; the logits are the "
+                 "mean over the steps of v[t] = beta v[t-1] + out[t] (v[0] = 0, beta in the Affine's metadata)")
 
 
 def _nir():
@@ -115,7 +129,7 @@ class _Layer:
 # ================================================================== export
 
 def to_nir(source: SpikingNetwork | Deployment, metadata: dict[str, Any] | None = None,
-           dt: float = NIR_DT) -> nir.NIRGraph:
+           dt: float = NIR_DT, readout: str = "integrator") -> nir.NIRGraph:
     """The NIR graph of a float model or of a :class:`Deployment` (conventions in the module
     docstring). A model is written in its eval form: batch norm folded (running statistics),
     MP-Init, soft reset and refractory steps in metadata. A deployment is written as floats —
@@ -123,10 +137,15 @@ def to_nir(source: SpikingNetwork | Deployment, metadata: dict[str, Any] | None 
     thresholds, resets and decays — with its manifest (profile, formats, integer codes) in
     metadata, so that :func:`deployment_from_nir` gives it back exactly. ``metadata`` (e.g. the
     training config under ``"training"``) is stored in the graph's metadata for a model; a
-    deployment stores its own. Raises :class:`ExportError` for what NIR cannot hold.
+    deployment stores its own. ``readout`` is the readout's form: ``"integrator"`` (NIR's ``I``
+    or ``LI`` node after the readout Affine, the lossless default) or ``"affine"`` (the graph ends
+    at the readout Affine, whose per-step outputs the peers' importers compute; the integrator
+    is in metadata, see the module docstring). Raises :class:`ExportError` for what NIR cannot hold.
     """
     if not (dt > 0 and math.isfinite(dt)):
         raise ExportError(f"dt must be a positive number of seconds, got {dt}")
+    if readout not in READOUTS:
+        raise ExportError(f"readout form {readout!r}: choose one of {', '.join(READOUTS)}")
     if isinstance(source, Deployment):
         layers = _deployment_layers(source)
         manifest = source.manifest("")
@@ -146,10 +165,12 @@ def to_nir(source: SpikingNetwork | Deployment, metadata: dict[str, Any] | None 
                 "input_shape": list(source.input_shape), "num_classes": int(source.readout.synapse.out_features),
                 "metadata": dict(metadata or {})}
         extra = []
-    not_expressed = extra + [note for layer in layers for note in _layer_notes(layer)]
+    not_expressed = extra + [note for layer in layers for note in _layer_notes(layer, readout)]
+    conventions = CONVENTIONS if readout == "integrator" else \
+        [AFFINE_OUTPUT if c.startswith("output:") else c for c in CONVENTIONS]
     head = {"format": FORMAT, "format_version": FORMAT_VERSION, "neurosim_version": __version__, **head,
-            "conventions": CONVENTIONS, "not_expressed": not_expressed}
-    return _graph(tuple(head["input_shape"]), layers, head, dt)
+            "readout": readout, "conventions": conventions, "not_expressed": not_expressed}
+    return _graph(tuple(head["input_shape"]), layers, head, dt, readout)
 
 
 def _model_layers(model: SpikingNetwork) -> list[_Layer]:
@@ -233,10 +254,14 @@ def _array(tensor: torch.Tensor, layer: str, what: str) -> np.ndarray:
     return value
 
 
-def _layer_notes(layer: _Layer) -> list[str]:
+def _layer_notes(layer: _Layer, readout: str = "integrator") -> list[str]:
     """What of ``layer`` the NIR nodes do not say (kept in its metadata)."""
     n = layer.neuron
     notes = []
+    if layer.readout and readout == "affine":
+        notes.append(f"{layer.name}: the integrator after the readout Affine (beta {layer.beta:.6g}): the graph "
+                     "outputs the Affine's value at each step; the logits are the mean over the steps of "
+                     "v[t] = beta v[t-1] + out[t]")
     if n.get("reset") == "soft":
         notes.append(f"{layer.name}: soft reset (v = u - threshold on a spike); the NIR node says reset to v_reset")
     if n.get("refractory"):
@@ -247,7 +272,8 @@ def _layer_notes(layer: _Layer) -> list[str]:
     return notes
 
 
-def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, Any], dt: float) -> nir.NIRGraph:
+def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, Any], dt: float,
+           readout: str) -> nir.NIRGraph:
     nir = _nir()
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(input_shape))}
     edges: list[tuple[str, str]] = []
@@ -263,7 +289,9 @@ def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, A
         if layer.kind == "linear" and len(shape) > 1:
             add(f"{layer.name}.flatten", nir.Flatten(input_type=np.array(shape), start_dim=0, end_dim=-1))
             shape = (math.prod(shape),)
-        meta = {META_KEY: _json(layer.synapse, layer.name)}
+        affine_readout = layer.readout and readout == "affine"
+        meta = {META_KEY: _json({**layer.synapse, READOUT_KEY: layer.neuron} if affine_readout else layer.synapse,
+                                layer.name)}
         out = layer.weight.shape[0]
         if layer.kind == "conv2d":
             k = layer.weight.shape[-1]
@@ -277,6 +305,8 @@ def _graph(input_shape: tuple[int, ...], layers: list[_Layer], head: dict[str, A
             add(f"{layer.name}.synapse", nir.Linear(weight=layer.weight, metadata=meta) if layer.bias is None
                 else nir.Affine(weight=layer.weight, bias=layer.bias, metadata=meta))
             shape = (out,)
+        if affine_readout:
+            continue
         add(f"{layer.name}.neuron", _neuron_node(nir, layer, shape, dt))
         if layer.pool:
             k = layer.pool
@@ -553,12 +583,33 @@ class _Reader:
                 raise self.refuse(name, f"{reason}: no neurosim equivalent")
             i += 1
         if self.pending is not None:
-            raise self.refuse(self.pending.node, "a synapse with no neurons after it (a per-step output); "
-                                                 "neurosim's readout integrates over time: end with LI or I")
+            self.affine_readout()
         if self.input_gain is not None:
             raise ArtifactError(f"{self.where}: a Scale after the last neurons has no synapse to fold into")
         if not self.layers:
             raise ArtifactError(f"{self.where}: no layers between the input and the output")
+
+    def affine_readout(self) -> None:
+        """The last synapse of a graph written with ``readout="affine"``: the readout, with the
+        integrator its metadata holds; any other synapse with no neurons after it is refused."""
+        synapse = self.pending
+        facts = synapse.synapse.get(READOUT_KEY)
+        if not isinstance(facts, dict):
+            raise self.refuse(synapse.node, "a synapse with no neurons after it (a per-step output); neurosim's "
+                                            "readout integrates over time: end with LI or I")
+        if synapse.kind != "linear":
+            raise self.refuse(synapse.node, "a readout needs a dense synapse (Affine or Linear)")
+        try:
+            beta = float(facts["beta"])
+        except (KeyError, TypeError, ValueError):
+            raise self.refuse(synapse.node, f"metadata {READOUT_KEY!r} has no numeric beta") from None
+        if not 0 <= beta <= 1:
+            raise self.refuse(synapse.node, f"metadata {READOUT_KEY!r} gives beta {beta:.6g}, outside [0, 1]")
+        synapse.name = str(facts.get("layer") or "readout")
+        synapse.readout, synapse.beta, synapse.neuron = True, beta, facts
+        self.layers.append(synapse)
+        self.pending = None
+        self.shape = (synapse.weight.shape[0],)
 
     def flatten(self, name: str, node: Any) -> None:
         if self.pending is not None:
