@@ -4,7 +4,7 @@ Network A: 784-512-512-10 MLP, T = 8, batch 128. Network B: conv 32c3 + BN, 64c3
 64c3s2 + BN, linear 10 on 1x28x28 inputs, T = 4, batch 64. ``--quick`` shrinks both to tiny
 sizes (same structure) so the smoke test runs in seconds.
 
-The function every library computes (issue 7, DESIGN.md §2 with these settings): LIF with
+The function every library computes (issue 7, docs/design.md §2 with these settings): LIF with
 ``beta = 0.9``, threshold 1, hard reset to 0 with the reset detached from the graph
 (``dv/ds = 0``), spikes ``H(u - 1)`` with the ATan surrogate ``(alpha/2) / (1 + (pi/2 alpha x)^2)``,
 ``alpha = 2``; direct input repeated every step; the output layer is a linear readout of the

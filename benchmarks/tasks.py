@@ -190,7 +190,7 @@ def run_infer(config: dict[str, Any]) -> dict[str, Any]:
 
 def _engine_parity(model, profile, deployment, chips, x: torch.Tensor, n_chips: int) -> dict[str, Any]:
     """Spikes of every layer and step and the logits of the engine equal the fake-quant training
-    forward's, bit for bit, on the first ``n_chips`` chips (the contract of DESIGN.md §4)."""
+    forward's, bit for bit, on the first ``n_chips`` chips (the contract of docs/design.md §4)."""
     from neurosim.device import DynamicNoise
     from neurosim.engine import IntegerEngine
     from neurosim.train import ChipContext

@@ -1,6 +1,6 @@
 """neurosim: a hardware-aware simulator for deploying spiking neural networks on neuromorphic chips.
 
-The library API does what the ``neurosim`` command does (DESIGN.md §1):
+The library API does what the ``neurosim`` command does (docs/design.md §1):
 
 - :func:`load_profile` reads a chip profile (built-in name or YAML path); :func:`sample_chips`
   draws seeded chip instances from it.

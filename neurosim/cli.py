@@ -1,4 +1,4 @@
-"""The ``neurosim`` command (DESIGN.md §7).
+"""The ``neurosim`` command (docs/design.md §7).
 
 Every sub-command has ``--help``. A user error (bad profile, wrong path, bad option value) is
 printed as one ``error: ...`` line on stderr with exit status 2; nothing else is a traceback.

@@ -19,7 +19,7 @@ class NeurosimError(Exception):
 
 
 class ProfileError(NeurosimError):
-    """A device profile is missing, not valid YAML, or breaks the schema of DESIGN.md §3.
+    """A device profile is missing, not valid YAML, or breaks the schema of docs/design.md §3.
 
     The message names the file, the key path (e.g. ``variation.v_threshold.sigma``) and what
     was expected.

@@ -1,6 +1,6 @@
 """Chip rules in training and in the engine (issue 9): bias on the membrane, recurrent hidden
 layers, spike counts, per-source delivery, add-then-decay, the increment membrane update,
-activation shifts, delays and the lif readout. Parity (DESIGN.md §4): the fake-quant training
+activation shifts, delays and the lif readout. Parity (docs/design.md §4): the fake-quant training
 forward and the integer engine give the same spikes on every layer and step, and the same logits."""
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def test_recurrent_specs_parse_and_build():
 # ------------------------------------------------------------------ bias on the membrane
 
 def test_bias_joins_the_membrane_of_a_current_based_neuron():
-    """DESIGN.md §2: i[t] = alpha i[t-1] + W x[t]; u[t] = beta v[t-1] + i[t] + bias. A constant
+    """docs/design.md §2: i[t] = alpha i[t-1] + W x[t]; u[t] = beta v[t-1] + i[t] + bias. A constant
     bias b with zero input gives u[t] = b (1 + beta + ...) without spikes, not the synapse's
     b (1 + alpha + ...) build-up."""
     block = SpikingBlock(torch.nn.Linear(2, 1).double(), LIFNode(beta=0.5, threshold=100.0, synapse_decay=0.9))

@@ -1,4 +1,4 @@
-"""The maths of the seeds' training methods (DESIGN.md §5), each checked against a hand computation.
+"""The maths of the seeds' training methods (docs/design.md §5), each checked against a hand computation.
 
 * seed 001 gradient scaling: spike traces (Eq. 5), the pre/post relation R (Eq. 6: outer product
   for dense layers, a naive correlation loop for conv layers) and the gradient rule (Eq. 7);

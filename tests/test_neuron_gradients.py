@@ -1,7 +1,7 @@
-"""The LIF/IF neuron of DESIGN.md §2 and its surrogate gradients, against hand derivations.
+"""The LIF/IF neuron of docs/design.md §2 and its surrogate gradients, against hand derivations.
 
 Every expected number here comes from plain Python (floats and ints, ``math``), written from the
-equations of DESIGN.md §2, never from the library:
+equations of docs/design.md §2, never from the library:
 
 * forward: spikes and potentials for hard/soft reset, LIF/IF, current-based synapse, refractory
   period, ``H(0) = 1`` and MP-Init (including its EMA update in training mode);
@@ -45,7 +45,7 @@ def make_node(**kwargs) -> LIFNode:
 # ============================================================ plain-Python reference model
 
 def ref_forward(currents, beta=0.5, theta=1.0, r=0.0, reset="hard", alpha=None, refractory=0, v0=0.0):
-    """DESIGN.md §2 for one neuron, in plain Python. Returns (spikes, u, v) per step.
+    """docs/design.md §2 for one neuron, in plain Python. Returns (spikes, u, v) per step.
 
     During a refractory period the neuron neither fires nor integrates: its potential stays what
     the reset left (u[t] = v[t-1])."""
@@ -721,7 +721,7 @@ def test_fixed_node_gradient_equals_float_node_with_flat_surrogate():
 
 
 def test_lif_step_state_types():
-    """lif_step returns (spikes, next state, u) with the state of DESIGN.md §2."""
+    """lif_step returns (spikes, next state, u) with the state of docs/design.md §2."""
     p = StepParameters(0.5, 1.0, 0.0, 0.5, "hard", "clip", 0, 1.0)
     state = LIFState(t64([0.5, 0.0]), t64([0.25, 0.0]), None)
     s, nxt, u = lif_step(state, t64([0.5, 0.3]), p, ATan())

@@ -490,7 +490,7 @@ def test_cli_show_missing_name(capsys):
 
 def test_cli_require_references(tmp_path, capsys):
     bare = write(tmp_path, "bare.yaml", GOOD)
-    referenced = write(tmp_path, "referenced.yaml", HEAD + "references: {neuron: DESIGN.md}\nneuron: {decay: 0.5}\n")
+    referenced = write(tmp_path, "referenced.yaml", HEAD + "references: {neuron: docs/design.md}\nneuron: {decay: 0.5}\n")
     assert main(["profile", "validate", str(bare)]) == 0
     capsys.readouterr()
     assert main(["profile", "validate", "--require-references", str(bare)]) == 2

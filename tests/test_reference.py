@@ -1,5 +1,5 @@
 """The slow per-neuron reference agrees with the vectorised integer engine bit for bit
-(DESIGN.md §4 "Reference"): spikes of every layer and step, logits (exact float32 equality) and
+(docs/design.md §4 "Reference"): spikes of every layer and step, logits (exact float32 equality) and
 saturation counts, on random deployments, random number formats, random chips (variation,
 faults, dynamic noise) and the built-in fixed-point profiles."""
 

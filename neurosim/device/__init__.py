@@ -1,4 +1,4 @@
-"""The device layer (DESIGN.md §1, §3): profiles, fixed-point numerics and chip instances.
+"""The device layer (docs/design.md §1, §3): profiles, fixed-point numerics and chip instances.
 
 * :mod:`~neurosim.device.profile` — the schema of a chip profile (``DeviceProfile``).
 * :mod:`~neurosim.device.loading` — YAML loading with ``extends:`` and strict validation.

@@ -288,7 +288,7 @@ def _stuck_values(stuck_at: str, shape: tuple[int, ...], seed: int, layer: str,
 
 
 class DynamicNoise:
-    """Noise drawn anew every time step for a stack of chips (DESIGN.md §3 ``noise``).
+    """Noise drawn anew every time step for a stack of chips (docs/design.md §3 ``noise``).
 
     ``perturb("thermal", layer, step, current)`` adds thermal noise to the input current;
     ``"v_threshold"`` gives cycle-to-cycle threshold noise, ``"read"`` weight read noise. Each

@@ -1,6 +1,6 @@
 """Fixed-point arithmetic of a chip, once, as pure vectorised torch functions.
 
-These are the only implementation of a profile's integer rules (DESIGN.md §1 "one source of
+These are the only implementation of a profile's integer rules (docs/design.md §1 "one source of
 truth"): the fake-quant training forward and the integer engine both call them. Every function
 works on integer tensors (the engine) and on float tensors that hold integral values (the
 training forward, exact while magnitudes stay below 2^24 in float32 or 2^53 in float64), and

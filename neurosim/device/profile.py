@@ -1,4 +1,4 @@
-"""The device-profile schema (DESIGN.md §3) as typed, frozen models.
+"""The device-profile schema (docs/design.md §3) as typed, frozen models.
 
 A profile is the single description of a chip. The models below are the contract: every key a
 profile may hold is a field here, unknown keys are refused, and cross-field rules (e.g. a
@@ -38,7 +38,7 @@ class _Spec(BaseModel):
 
 
 class NeuronSpec(_Spec):
-    """The neuron model of DESIGN.md §2 in float units (threshold 1 is the usual scale).
+    """The neuron model of docs/design.md §2 in float units (threshold 1 is the usual scale).
 
     ``decay`` is the membrane factor beta of ``u[t] = beta * v[t-1] + I[t]``; ``tau`` (in time
     steps) is an alternative, beta = exp(-1/tau). A LIF neuron on a shift-decay chip may leave
@@ -73,7 +73,7 @@ class NeuronSpec(_Spec):
 
 
 class DecayFormat(_Spec):
-    """Integer form of a decay (DESIGN.md §3).
+    """Integer form of a decay (docs/design.md §3).
 
     ``kind: shift`` computes ``v - (v >> shift)`` (beta = 1 - 2^-shift, as Xylo does);
     ``kind: multiply`` computes ``(v * d) >> bits`` with ``d = round(beta * 2^bits)`` (as Loihi
@@ -113,7 +113,7 @@ class DecayFormat(_Spec):
 
 
 class ReadoutSpec(_Spec):
-    """The chip's output neurons. ``integrator`` is DESIGN.md §2's non-spiking readout; ``lif``
+    """The chip's output neurons. ``integrator`` is docs/design.md §2's non-spiking readout; ``lif``
     is a neuron of the chip's own model (current-based if the chip is, its decays) that fires
     and resets by subtraction, at most ``max_spikes`` per step (Xylo's output neurons: 1); the
     logits are the mean of its membrane over time either way. ``delay``: steps between the last
@@ -151,7 +151,7 @@ class NumericsSpec(_Spec):
     In YAML a float chip is written ``numerics: float``; a fixed-point chip is a mapping of the
     fields below. All integers are signed two's complement of the given width.
 
-    How a step's integers are combined (defaults: DESIGN.md §2 as written):
+    How a step's integers are combined (defaults: docs/design.md §2 as written):
 
     * ``activation_shift``: a layer's synaptic sum is shifted left by this many bits before it
       reaches the state (Loihi's 6-bit MSB alignment, Lava ``act_shift``).
@@ -343,7 +343,7 @@ class DeviceProfile(_Spec):
 
     @property
     def is_current_based(self) -> bool:
-        """True when neurons carry a synaptic current state (DESIGN.md §2, optional synapse)."""
+        """True when neurons carry a synaptic current state (docs/design.md §2, optional synapse)."""
         return self.neuron.synapse_decay is not None
 
     def scaled(self, factor: float) -> DeviceProfile:

@@ -1,4 +1,4 @@
-"""The integer inference engine: a deployment on many chip instances in one pass (DESIGN.md §4).
+"""The integer inference engine: a deployment on many chip instances in one pass (docs/design.md §4).
 
 :class:`IntegerEngine` runs a :class:`~neurosim.export.Deployment` with integer tensors only.
 Every state carries a leading chip dimension: ``[chips, batch, *neurons]``. Per chip it applies
@@ -582,7 +582,7 @@ class IntegerEngine:
 
     def _neurons(self, layer: _Layer, signal: Tensor, steps: int, batch: int, result: EngineResult, record: bool,
                  record_states: bool, binary: bool, readout: bool = False) -> Tensor:
-        """Run a layer of spiking neurons (DESIGN.md §2 with the profile's rules, module doc) on
+        """Run a layer of spiking neurons (docs/design.md §2 with the profile's rules, module doc) on
         inputs ``[L, P, batch, *in]`` (L = 1: the same input every step; ``binary``: the inputs
         are the previous layer's spikes). Returns the spikes ``[T, chips, batch, *out]`` (counts,
         after pooling), or for a readout the sum over time of its membrane."""
@@ -781,7 +781,7 @@ class IntegerEngine:
 
     def _readout(self, layer: _Layer, signal: Tensor, steps: int, result: EngineResult, binary: bool,
                  record_states: bool) -> Tensor:
-        """The integrating readout (DESIGN.md §2): ``u = fit(decay(u) + W x + b)``; logits = the
+        """The integrating readout (docs/design.md §2): ``u = fit(decay(u) + W x + b)``; logits = the
         mean of ``u`` over time, in float units."""
         spec, num = layer.spec, self.numerics
         chips = self.n_chips

@@ -1,6 +1,6 @@
 """The integer engine's compiled neuron loop: one layer of current-based LIF neurons on many chips.
 
-:func:`run_layer` runs the same step as :meth:`IntegerEngine._neurons` (DESIGN.md §2 with the
+:func:`run_layer` runs the same step as :meth:`IntegerEngine._neurons` (docs/design.md §2 with the
 profile's rules: decay by shift or multiply, ``u = fit(decay(v) + I)`` with saturation,
 ``s = u >= theta``, hard reset ``v = u - (u - r) s`` or soft reset ``v = u - theta s``), for the
 layers whose rules it covers (the engine's ``_Layer.fusable``: current-based neurons, one spike

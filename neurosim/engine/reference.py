@@ -1,8 +1,8 @@
-"""A slow, per-neuron reference of the integer engine (DESIGN.md §2 and §4).
+"""A slow, per-neuron reference of the integer engine (docs/design.md §2 and §4).
 
 :func:`reference_run` simulates ONE chip of a :class:`~neurosim.export.Deployment` with plain
 Python integers, one neuron at a time, so that every rule can be read off and checked against
-DESIGN.md. It is written for clarity, not speed, and deliberately does not call
+docs/design.md. It is written for clarity, not speed, and deliberately does not call
 :mod:`neurosim.device.fixedpoint` or :mod:`neurosim.engine.engine`: the integer rules
 (two's-complement saturate/wrap, shift and multiply decays, rounding) are written out again
 here, so that the fast :class:`~neurosim.engine.IntegerEngine` is checked against an independent

@@ -1,4 +1,4 @@
-"""Export (DESIGN.md §4): compile a trained model to a chip profile's integer formats, check it
+"""Export (docs/design.md §4): compile a trained model to a chip profile's integer formats, check it
 against the chip's limits, save or load the deployment artifact; NIR graphs in and out
 (:mod:`neurosim.export.nir_graph`, needs the ``nir`` extra only when called)."""
 

@@ -1,4 +1,4 @@
-"""Compile a trained model to a chip profile: the train -> convert step (DESIGN.md §4).
+"""Compile a trained model to a chip profile: the train -> convert step (docs/design.md §4).
 
 :func:`compile_model` folds batch norm (and tdBN's alpha * theta scale, and TrSG's output gain)
 into each synapse, quantizes weights, biases, thresholds and resets with the profile's rules —

@@ -1,4 +1,4 @@
-"""The integer IR of a network on a chip, and its artifact on disk (DESIGN.md §4).
+"""The integer IR of a network on a chip, and its artifact on disk (docs/design.md §4).
 
 A :class:`Deployment` is what a chip runs: per layer the integer weight and bias codes, the
 state unit (the float value of one integer state unit), the synapse geometry, and the neuron's

@@ -1,8 +1,8 @@
-"""NIR interchange (DESIGN.md §4): a trained model or a Deployment to a NIR graph, and a NIR graph
+"""NIR interchange (docs/design.md §4): a trained model or a Deployment to a NIR graph, and a NIR graph
 (written by neurosim, snnTorch, ...) to a neurosim model that trains further, compiles and runs.
 
 NIR (the ``nir`` package, extra ``neurosim[nir]``) describes neurons as continuous-time ODEs;
-neurosim's neurons are discrete-time (DESIGN.md §2). Graphs are read and written with forward-Euler
+neurosim's neurons are discrete-time (docs/design.md §2). Graphs are read and written with forward-Euler
 steps of ``dt`` — the graph's ``metadata["dt"]``, else :data:`NIR_DT` = 1e-4, the step snnTorch's
 ``export_to_nir`` and ``import_from_nir`` assume. Per step, with input current ``I = W x + b``::
 

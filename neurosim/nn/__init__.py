@@ -1,4 +1,4 @@
-"""Differentiable spiking layers for training (DESIGN.md §2): LIF/IF neurons, surrogate
+"""Differentiable spiking layers for training (docs/design.md §2): LIF/IF neurons, surrogate
 gradients, reset-gradient modes, tdBN, and model builders."""
 
 from neurosim.nn.builder import NeuronOptions, build_model, parse_spec

@@ -4,7 +4,7 @@ The training forward of a fixed-point chip computes exactly the integers the chi
 states live in integer units of the layer (one unit = the layer's weight step times its input
 step), decays, saturation and wrapping are the functions of :mod:`neurosim.device.fixedpoint` (the
 one implementation, shared with the integer engine), and gradients pass straight through as if
-the arithmetic were the float LIF of DESIGN.md §2 (decay ``beta * v``, no rounding).
+the arithmetic were the float LIF of docs/design.md §2 (decay ``beta * v``, no rounding).
 """
 
 from __future__ import annotations

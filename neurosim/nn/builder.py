@@ -1,10 +1,10 @@
-"""Model builders from a short spec string (DESIGN.md §5, issue 4).
+"""Model builders from a short spec string (docs/design.md §5, issue 4).
 
 ``mlp:128-128``
     two fully connected spiking layers of 128 neurons, then the readout.
 ``mlp:64r-32``, ``rmlp:64``
     ``{n}r`` is a dense spiking layer with recurrent weights ``W_rec`` (``[n, n]``: the input of
-    step t adds ``W_rec s[t-1]``, DESIGN.md §2); ``rmlp:`` makes every layer of the mlp recurrent.
+    step t adds ``W_rec s[t-1]``, docs/design.md §2); ``rmlp:`` makes every layer of the mlp recurrent.
 ``conv:32c3-64c3s2-64c3s2``
     convolutions: ``{out}c{kernel}`` with optional ``s{stride}`` and ``p{padding}`` (padding
     defaults to kernel // 2); ``mp{k}`` max-pools the previous layer's spikes; a bare number
@@ -36,7 +36,7 @@ _DENSE = re.compile(r"^(\d+)(r?)$")
 
 @dataclass
 class NeuronOptions:
-    """Neuron settings shared by every spiking layer of a built model (DESIGN.md §2)."""
+    """Neuron settings shared by every spiking layer of a built model (docs/design.md §2)."""
 
     beta: float = 0.5
     threshold: float = 1.0

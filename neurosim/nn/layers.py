@@ -3,7 +3,7 @@
 A :class:`SpikingBlock` is synapse (linear or conv2d) -> optional batch norm on the input
 currents (tdBN, or seed 003's BN) -> :class:`~neurosim.nn.neuron.LIFNode` -> optional pooling and
 dropout, with optional recurrent weights (``W_rec s[t-1]`` in the step loop). :class:`Readout`
-is the non-spiking integrator whose mean potential over time gives the logits (DESIGN.md §2), or
+is the non-spiking integrator whose mean potential over time gives the logits (docs/design.md §2), or
 on a chip whose readout fires (Xylo) a LIF neuron of the chip. Stateless operations fold time
 into the batch, so each synapse is one large GEMM or convolution over all steps.
 
@@ -136,7 +136,7 @@ class SpikingBlock(nn.Module):
     """synapse -> [norm] -> LIF neurons -> [pool] -> [dropout], over ``[T, batch, ...]``.
 
     With ``recurrent`` (an ``nn.Linear(n, n, bias=False)``, dense layers only) the synaptic input
-    of step t adds ``W_rec s[t-1]`` (``s[-1] = 0``, DESIGN.md §2), computed inside the time loop.
+    of step t adds ``W_rec s[t-1]`` (``s[-1] = 0``, docs/design.md §2), computed inside the time loop.
     With ``synapse2`` (``nn.Linear(in, out, bias=False)``) and optionally ``recurrent2`` (``[out,
     out]``) the neurons have a second synaptic state (Xylo's syn 2; the node's ``synapse_decay2``)
     fed like the first by ``W2 x[t] + W_rec2 s[t-1]``; the membrane takes the sum of both states.

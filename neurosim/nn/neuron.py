@@ -1,4 +1,4 @@
-"""The multi-step LIF / IF neuron of DESIGN.md §2 with its reset-gradient modes.
+"""The multi-step LIF / IF neuron of docs/design.md §2 with its reset-gradient modes.
 
 Per step, with synaptic input ``I[t]`` (``W x[t]``, plus ``W_rec s[t-1]`` for a recurrent
 layer), bias ``b`` and optional synaptic current state::
@@ -108,7 +108,7 @@ def lif_step(state: LIFState, current: Tensor | Sources, p: StepParameters, surr
              noise: Tensor | None = None, dead: Tensor | None = None,
              bias: Tensor | None = None, current2: Tensor | Sources | None = None,
              ) -> tuple[Tensor, LIFState, Tensor]:
-    """One time step of DESIGN.md §2 under the chip's step rules; returns the spikes (0/1, or
+    """One time step of docs/design.md §2 under the chip's step rules; returns the spikes (0/1, or
     counts up to ``p.max_spikes``), the next state and the potential ``u[t]`` before the reset.
     ``current`` is the step's synaptic input in state units, or its :class:`Sources`; ``bias``
     joins the membrane. With ``p.alpha2`` the neuron has a second synaptic state ``i2`` fed by
@@ -248,7 +248,7 @@ class _FusedLIF(torch.autograd.Function):
 @dataclass(frozen=True)
 class LayerRules:
     """A chip's step rules for one layer (profile ``neuron`` / ``readout`` / ``numerics``; the
-    defaults are DESIGN.md §2 as written): the input of step t is the previous layer's output of
+    defaults are docs/design.md §2 as written): the input of step t is the previous layer's output of
     ``t - delay``; ``max_spikes`` per step; sums shifted left by ``activation_shift``;
     ``accumulate`` sum | per_source; ``synapse_update``; ``membrane_update``; for the readout,
     ``readout_neuron`` integrator | lif."""

@@ -1,4 +1,4 @@
-"""Surrogate gradients of the spike function (DESIGN.md §2).
+"""Surrogate gradients of the spike function (docs/design.md §2).
 
 The forward pass of every surrogate is the Heaviside step ``s = H(x)`` with ``H(0) = 1`` (a
 neuron fires when its potential reaches the threshold), where ``x = u - theta``. The backward
@@ -197,7 +197,7 @@ class PSG(Surrogate):
 
 
 class TrSG(Surrogate):
-    """Threshold-robust surrogate gradient (seed 004 as DESIGN.md §5 states it).
+    """Threshold-robust surrogate gradient (seed 004 as docs/design.md §5 states it).
 
     The neuron fires on ``z = clamp((u/theta - 1)/width + 1/2, 0, 1)`` rounded up at 1/2 (the
     forward value is ``H(u - theta)``), with a straight-through gradient, and its output is

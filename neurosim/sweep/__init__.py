@@ -1,4 +1,4 @@
-"""Robustness sweeps (DESIGN.md §6): noise grids x Monte-Carlo chip instances, resumable and
+"""Robustness sweeps (docs/design.md §6): noise grids x Monte-Carlo chip instances, resumable and
 sharded under torchrun, with CSV results and plots.
 
 The package is callable: ``neurosim.sweep(source, out, scales=[…])`` is :func:`sweep_noise`, the

@@ -1,4 +1,4 @@
-"""Robustness sweeps: points of a noise grid x Monte-Carlo chip instances (DESIGN.md §6).
+"""Robustness sweeps: points of a noise grid x Monte-Carlo chip instances (docs/design.md §6).
 
 :func:`run_sweep` evaluates a training run (with the fake-quant training forward) or a deployment
 artifact (on the integer engine) at every point of the grid on chips ``0 .. instances - 1``

@@ -1,4 +1,4 @@
-"""The training bridge (DESIGN.md §5): noise-in-the-loop BPTT, fake quantization, the seeds'
+"""The training bridge (docs/design.md §5): noise-in-the-loop BPTT, fake quantization, the seeds'
 training methods, datasets, the trainer and DistributedDataParallel under torchrun.
 
 The package is callable: ``neurosim.train(config, out=…, **options)`` is :func:`train_model`, the

@@ -1,6 +1,6 @@
 """The training configuration: every option of ``neurosim train``, as flags or a YAML file.
 
-Each training method of the seeds is one switch (DESIGN.md §5), so an ablation is one flag:
+Each training method of the seeds is one switch (docs/design.md §5), so an ablation is one flag:
 
 ==========================  ====  ==========================================================
 switch                      seed  what

@@ -1,4 +1,4 @@
-"""The training methods of the seeds that are not neuron options (DESIGN.md §5).
+"""The training methods of the seeds that are not neuron options (docs/design.md §5).
 
 * :func:`spike_traces`, :func:`spike_relation`, :func:`scale_gradients` — seed 001's gradient
   scaling: traces ``x[t] = e^-1 x[t-1] + s[t]`` of pre- and post-synaptic spikes, their relation

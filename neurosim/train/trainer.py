@@ -1,4 +1,4 @@
-"""The training bridge: BPTT with surrogate gradients and the chip in the loop (DESIGN.md §5).
+"""The training bridge: BPTT with surrogate gradients and the chip in the loop (docs/design.md §5).
 
 :class:`Trainer` trains a :class:`~neurosim.nn.layers.SpikingNetwork` for a device profile. With
 ``noise`` on, every training batch runs on a chip instance of the profile — a fresh one per batch
@@ -70,7 +70,7 @@ def neuron_options(config: TrainConfig, profile: DeviceProfile) -> NeuronOptions
 
 
 def readout_beta(profile: DeviceProfile) -> float:
-    """The readout's membrane decay on ``profile``: 1 for DESIGN.md §2's integrator; a ``lif``
+    """The readout's membrane decay on ``profile``: 1 for docs/design.md §2's integrator; a ``lif``
     readout is a neuron of the chip's own model, so its membrane decays as the chip's do."""
     return profile.beta if profile.readout.neuron == "lif" else 1.0
 
