@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from neurosim.cli import main
 from neurosim.device import DynamicNoise, load_profile, sample_chips
+from neurosim.device import fixedpoint as fp
 from neurosim.device.profile import DeviceProfile
 from neurosim.engine import IntegerEngine, deployment_shapes
 from neurosim.errors import ArtifactError, ExportError
@@ -240,7 +241,7 @@ def test_limits_name_the_layer_limit_and_value():
         compile_model(model_for(limited, "mlp:8"), limited)
 
 
-def test_nan_weights_and_bias_overflow_are_refused():
+def test_nan_weights_are_refused_and_a_large_bias_coarsens_the_weight_step():
     profile = load_profile("hardreset-noisy")
     model = model_for(profile, "mlp:8")
     with torch.no_grad():
@@ -248,10 +249,17 @@ def test_nan_weights_and_bias_overflow_are_refused():
     with pytest.raises(ExportError, match="block0: weight holds NaN"):
         compile_model(model, profile)
     model = model_for(profile, "mlp:8")
+    plain = compile_model(model, profile).layers[0]
     with torch.no_grad():
-        model.blocks[0].synapse.bias[0] = 1e6
-    with pytest.raises(ExportError, match="block0: bias needs"):
-        compile_model(model, profile)
+        model.blocks[0].synapse.bias[0] = 1e3  # far more than a unit fine enough for the weights holds
+    layer = compile_model(model, profile).layers[0]
+    bias_max = fp.int_range(profile.numerics.bias_bits)[1]
+    assert int(layer.bias.abs().max()) == bias_max  # the largest bias fills the format exactly
+    assert float(layer.unit) == pytest.approx(1e3 / bias_max, rel=1e-6) and float(layer.unit) > float(plain.unit)
+    x = torch.rand(6, *model.input_shape)
+    with torch.no_grad():  # the training forward on the nominal chip holds the same bias: same answers
+        forward = model.eval()(x, ChipContext(profile))
+    assert torch.equal(IntegerEngine(compile_model(model, profile)).run(x).logits[0].argmax(1), forward.argmax(1))
 
 
 def test_from_integers_runs_a_hand_checked_network():

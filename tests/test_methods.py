@@ -402,9 +402,10 @@ GAMMAS = (0.5, 2.0, 8.0, 32.0, 100.0)
 
 
 def _fast_sigmoid_mlp():
+    """Seed 003's setting: BN on the input currents, fast-sigmoid surrogates."""
     torch.manual_seed(0)
     model = build_model("mlp:32-32-32-32", (1, 4, 4), 5, 4,
-                        NeuronOptions(surrogate="fast_sigmoid", threshold=0.5))
+                        NeuronOptions(surrogate="fast_sigmoid", threshold=0.5), norm="bn")
     x = torch.rand(16, 1, 4, 4) * 2
     y = torch.randint(0, 5, (16,))
     return model, (lambda m: F.cross_entropy(m(x), y))
@@ -421,24 +422,43 @@ def test_gradient_balance_decreases_with_gamma():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_gradient_balance_is_log_ratio_of_layer_means():
-    model, loss_of = _fast_sigmoid_mlp()
-    b = gradient_balance(model, 4.0, loss_of)
+def _potential_gradient_means(model, loss_of):
+    """Mean |dL/dI| per spiking layer, read with retain_grad on the currents each node receives."""
+    seen = []
+
+    def keep(module, args, output):
+        args[0].retain_grad()
+        seen.append(args[0])
+
+    handles = [node.register_forward_hook(keep) for node in model.spiking_nodes()]
     model.zero_grad()
     loss_of(model).backward()
-    layers = [blk.synapse for blk in model.blocks] + [model.readout.synapse]
-    means = [layer.weight.grad.abs().mean().item() for layer in layers]
-    assert len(means) == 5
-    expected = math.log((sum(means[:2]) / 2) / (sum(means[2:]) / 3))
+    for h in handles:
+        h.remove()
+    return [t.grad.abs().mean().item() for t in seen]
+
+
+def test_gradient_balance_is_log_ratio_of_potential_gradients():
+    """Seed 003 balances the loss gradient at the potentials (Eq. 10, Fig. 3), not weight gradients."""
+    model, loss_of = _fast_sigmoid_mlp()
+    b = gradient_balance(model, 4.0, loss_of)
+    means = _potential_gradient_means(model, loss_of)
+    assert len(means) == 4 and all(m > 0 for m in means)
+    expected = math.log((sum(means[:2]) / 2) / (sum(means[2:]) / 2))
     assert b == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    weights = [blk.synapse.weight.grad.abs().mean().item() for blk in model.blocks]
+    by_weights = math.log((sum(weights[:2]) / 2) / (sum(weights[2:]) / 2))
+    assert abs(by_weights - b) > 1e-3  # a different quantity: the old measure would not pass
 
 
 def test_tune_surrogate_width_bisects_to_balance():
     model, loss_of = _fast_sigmoid_mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     low, high = 0.5, 100.0
-    gamma = tune_surrogate_width(model, loss_of, low=low, high=high)
-    assert low <= gamma <= high
+    tuning = tune_surrogate_width(model, loss_of, low=low, high=high)
+    gamma = tuning.gamma
+    assert low <= gamma <= high and not tuning.at_bound and tuning.warning(low, high) is None
+    assert tuning.balance_low > 0 > tuning.balance_high
     assert all(n.surrogate.gamma == gamma for n in model.spiking_nodes())
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -449,6 +469,28 @@ def test_tune_surrogate_width_bisects_to_balance():
     at_high = abs(gradient_balance(model, high, loss_of))
     assert at_gamma < at_low and at_gamma < at_high, (at_gamma, at_low, at_high)
     assert at_gamma < 0.5
+    assert tuning.balance == pytest.approx(gradient_balance(model, gamma, loss_of), rel=1e-6)
+
+
+def test_tune_surrogate_width_says_when_it_ends_at_a_bound():
+    model, loss_of = _fast_sigmoid_mlp()
+    crossing = tune_surrogate_width(model, loss_of).gamma
+    low, high = crossing * 4, crossing * 16  # the gradient vanishes everywhere in this range
+    tuning = tune_surrogate_width(model, loss_of, low=low, high=high)
+    assert tuning.at_bound and tuning.gamma == low
+    assert tuning.balance_low < 0 and tuning.balance_high < 0
+    line = tuning.warning(low, high)
+    assert "\n" not in line and "low bound" in line
+    assert f"{math.exp(tuning.balance_low):.3g}" in line and f"{math.exp(tuning.balance_high):.3g}" in line
+    assert all(n.surrogate.gamma == low for n in model.spiking_nodes())
+    wide = tune_surrogate_width(model, loss_of, low=crossing / 16, high=crossing / 4)
+    assert wide.at_bound and wide.gamma == crossing / 4 and "high bound" in wide.warning(crossing / 16, crossing / 4)
+
+
+def test_gradient_balance_needs_two_spiking_layers():
+    model = build_model("mlp:8", (1, 2, 2), 3, 2, NeuronOptions(surrogate="fast_sigmoid"))
+    with pytest.raises(ValueError, match="first and second half"):
+        gradient_balance(model, 4.0, lambda m: m(torch.rand(2, 1, 2, 2)).sum())
 
 
 def test_tune_surrogate_width_refuses_other_surrogates():
@@ -459,7 +501,7 @@ def test_tune_surrogate_width_refuses_other_surrogates():
     mixed.blocks[1].node.surrogate = build_model("mlp:8", (1, 2, 2), 3, 2).blocks[0].node.surrogate
     with pytest.raises(ValueError):
         tune_surrogate_width(mixed, lambda m: m(torch.rand(2, 1, 2, 2)).sum())
-    assert mixed.blocks[0].node.surrogate.gamma == 25.0  # refused before touching anything
+    assert mixed.blocks[0].node.surrogate.gamma == 5.0  # refused before touching anything
 
 
 # ------------------------------------------------------------------ seed 004: MP-Init

@@ -86,16 +86,38 @@ class TemporalBatchNorm(nn.BatchNorm1d):
 
 def fold_norm(synapse: nn.Module, norm: TemporalBatchNorm, x: Tensor | None = None,
                ) -> tuple[Tensor, Tensor]:
-    """Weight and bias of ``norm(synapse(.))`` as one synapse; when training, the running
-    statistics are first updated from the float currents of ``x`` (no gradient through them)."""
+    """Weight and bias of ``norm(synapse(.))`` as one synapse.
+
+    In training (``norm.training`` and inputs ``x`` given) the fold uses the batch statistics of
+    the float currents ``synapse(x)``, with their gradient, and updates the running statistics:
+    the folded synapse then computes exactly what batch norm computes in training, so a chip in
+    the loop trains the same network as float training does (the fold of quantization-aware
+    training, Jacob et al. 2018). In eval the running statistics are folded, as export does."""
     if norm.training and x is not None:
-        with torch.no_grad():
-            norm(_apply(synapse, x, synapse.weight, synapse.bias))
-    gain, offset = norm.fold()
+        y = _apply(synapse, x, synapse.weight, synapse.bias)
+        dims = [0, *range(2, y.dim())]
+        mean, var = y.mean(dims), y.var(dims, correction=0)
+        _update_running_statistics(norm, mean, var, y.numel() // y.shape[1])
+        inv = torch.rsqrt(var + norm.eps)
+        gain = norm.weight * inv * norm.scale
+        offset = (norm.bias - mean * norm.weight * inv) * norm.scale
+    else:
+        gain, offset = norm.fold()
     shape = (-1,) + (1,) * (synapse.weight.dim() - 1)
     weight = synapse.weight * gain.reshape(shape)
     bias = offset if synapse.bias is None else synapse.bias * gain + offset
     return weight, bias
+
+
+@torch.no_grad()
+def _update_running_statistics(norm: TemporalBatchNorm, mean: Tensor, var: Tensor, count: int) -> None:
+    """What ``nn.BatchNorm1d`` does in training: exponential averages with ``momentum`` of the
+    batch mean and the unbiased batch variance."""
+    momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked + 1)
+    norm.num_batches_tracked.add_(1)
+    norm.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+    unbiased = var.detach() * (count / max(count - 1, 1))
+    norm.running_var.mul_(1 - momentum).add_(momentum * unbiased)
 
 
 def _apply(synapse: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

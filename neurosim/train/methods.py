@@ -87,8 +87,8 @@ def pda_loss(potentials: list[list[Tensor]]) -> Tensor:
 def potential_gradients(model: SpikingNetwork, loss_of: Callable[[SpikingNetwork], Tensor]) -> list[float]:
     """Seed 003 Fig. 3 / Eq. 10: the mean magnitude of the loss gradient ``|delta u_l|`` at each
     spiking layer's membrane potential, in depth order (one forward and backward of ``loss_of``;
-    weights and their gradients unchanged). ``du[t]/dI[t] = 1``, so it is read at the layer's
-    input currents ``I_l``."""
+    weights, buffers — batch-norm statistics, MP-Init potentials — and gradients unchanged).
+    ``du[t]/dI[t] = 1``, so it is read at the layer's input currents ``I_l``."""
     nodes = model.spiking_nodes()
     sums = [0.0] * len(nodes)
     sizes = [0] * len(nodes)
@@ -104,6 +104,7 @@ def potential_gradients(model: SpikingNetwork, loss_of: Callable[[SpikingNetwork
         return hook
 
     handles = [node.register_forward_hook(watch(i)) for i, node in enumerate(nodes)]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
         model.zero_grad(set_to_none=True)
         loss_of(model).backward()
@@ -111,6 +112,9 @@ def potential_gradients(model: SpikingNetwork, loss_of: Callable[[SpikingNetwork
         for handle in handles:
             handle.remove()
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
     return [total / size if size else 0.0 for total, size in zip(sums, sizes)]
 
 
