@@ -481,6 +481,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.strict and overflow:
         raise NeurosimError(f"{args.artifact}: integer overflow (--strict): saturation/wrap events per sample in "
                             + ", ".join(f"{name} {events:.3g}" for name, events in overflow.items()))
+    if args.lava:
+        return _check_lava(deployment, dataset.test, args.lava)
+    return 0
+
+
+def _check_lava(deployment, split, samples: int) -> int:
+    """``run --lava N``: the first N test samples through Lava's bit-accurate Loihi model too."""
+    from neurosim.export.lava import compare_inputs_with_lava
+
+    if samples < 0:
+        raise UsageError(f"--lava must be at least 0, got {samples}")
+    x = split.batches(min(samples, len(split)), None)[0][0]
+    differences = compare_inputs_with_lava(deployment, x)
+    if differences:
+        print(f"Lava bit-accurate model: {len(differences)} differences on {len(x)} samples, first: "
+              + "; ".join(differences[:3]))
+        return 1
+    layers = len(deployment.spiking_layers())
+    print(f"Lava bit-accurate model: {len(x)} samples, spikes, u and v of {layers} spiking layer(s) equal at every "
+          "step")
     return 0
 
 
@@ -661,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and neuron (chip, sample)")
     p.add_argument("--run", metavar="RUN_DIR", help="with --check-parity: the training run folder (default: the "
                    "artifact's metadata.source)")
+    p.add_argument("--lava", type=int, default=0, metavar="N",
+                   help="also run the first N test samples through Lava's bit-accurate Loihi model and compare "
+                        "every spiking layer bit for bit (loihi-like artifacts; exit 1 on a difference)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=_cmd_run)
 

@@ -59,3 +59,9 @@ class OutputError(NeurosimError):
 class TrainingDiverged(NeurosimError):
     """Training produced a NaN or infinite loss, weight, threshold or state; the message names
     the epoch, the step and what became non-finite, and the last good checkpoint is kept."""
+
+
+class BiasRangeWarning(UserWarning):
+    """Training saturated a bias the chip cannot hold (mantissa and exponent of
+    ``numerics.bias_bits`` / ``bias_exp``); export will refuse the model with the same line
+    (:func:`neurosim.device.quantization.check_bias`)."""

@@ -24,6 +24,8 @@ from neurosim.engine import IntegerEngine
 from neurosim.engine import lava_reference
 from neurosim.engine.lava_reference import (LavaDense, LavaLIF, LavaNetwork, clip_v, run_lava, truncate_weight,
                                             clip_weight, wrap_u)
+from neurosim.device import load_profile
+from neurosim.device.profile import DeviceProfile
 from neurosim.export.lava import LavaMappingError, deployment_for_lava, lava_profile
 
 SETTINGS = dict(deadline=None, database=None,
@@ -273,10 +275,17 @@ def test_mapping_refuses_what_does_not_fit():
     assert deployment_for_lava(single([[255, -1]]), 2).layers[0].weight.tolist() == [[127, -1]]
     with pytest.raises(LavaMappingError, match="weight_shift -8"):
         deployment_for_lava(single([[2, -2]], weight_exp=-9), 2)
-    # the scaled bias needs the widened profile
-    with pytest.raises(LavaMappingError, match="bias"):
-        deployment_for_lava(single([[0]], bias_mant=[4095], bias_exp=[7]), 2, profile="loihi-like")
-    assert lava_profile().numerics.bias_bits == 20
+    # loihi-like holds Lava's scaled bias as mantissa and exponent: 4095 << 7 and -4096 << 7
+    dep = deployment_for_lava(single([[0], [0]], bias_mant=[4095, -4096], bias_exp=[7, 7]), 2, profile="loihi-like")
+    assert dep.layers[0].bias.tolist() == [524160, -524288]
+    # a profile without bias_exp (13-bit plain codes) refuses it, naming the layer; lava_profile widens it
+    data = load_profile("loihi-like").to_dict()
+    del data["numerics"]["bias_exp"], data["references"]["numerics.bias_exp"]
+    plain = DeviceProfile.model_validate(data)
+    with pytest.raises(LavaMappingError, match="Lava layer 0: scaled bias"):
+        deployment_for_lava(single([[0]], bias_mant=[4095], bias_exp=[7]), 2, profile=plain)
+    assert lava_profile(plain).numerics.bias_bits == 20
+    assert lava_profile().numerics.bias_exp is not None and lava_profile().numerics.input_bits == 16
 
 
 def test_mapping_parameters():
@@ -286,7 +295,9 @@ def test_mapping_parameters():
     layer, num = dep.layers[0], dep.profile.numerics
     assert layer.weight.tolist() == [[2, -1]] and layer.weight_shift == 4
     assert layer.bias.tolist() == [-48]
-    assert layer.threshold == (7 << 6) + 1
+    # the threshold mantissa vth: the engine's code (vth << 6) + 1 fires where v > vth << 6
+    assert layer.threshold == 7 << 6
+    assert int(quant.threshold_codes(torch.tensor(layer.threshold), layer.unit, num)) == (7 << 6) + 1
     assert int(quant.decay_factor(layer.beta, num.decay)) == 4096 - 904
     assert int(quant.decay_factor(layer.synapse_decay, num.synapse_decay)) == 4096 - 1024
     assert layer.delay == 1 and dep.layers[-1].readout

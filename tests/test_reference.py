@@ -231,6 +231,9 @@ def layer_params(draw, rng: np.random.Generator, profile: DeviceProfile, weight_
         b_lo, b_hi = bias_range(profile)
         cap = draw(st.sampled_from([4, 64, b_hi]))
         spec["bias"] = rng.integers(max(b_lo, -cap), min(b_hi, cap) + 1, size=out)
+        exp = profile.numerics.bias_exp
+        if exp is not None:  # Loihi: bias_mant << bias_exp, per neuron (the extremes included)
+            spec["bias"] = spec["bias"] << rng.choice([exp.min, exp.max, *range(exp.min, exp.max + 1)], size=out)
     per_channel = draw(st.booleans())
     if per_channel:
         unit = rng.choice(UNITS, size=out).astype(np.float32)

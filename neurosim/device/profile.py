@@ -125,8 +125,8 @@ class ReadoutSpec(_Spec):
 
 
 class WeightShiftRange(_Spec):
-    """Range of the per-layer power-of-two weight gain 2^s a chip applies (Xylo's weight shift,
-    Loihi's weight exponent)."""
+    """Range of a power-of-two gain 2^s a chip applies: the per-layer weight gain (Xylo's weight
+    shift, Loihi's weight exponent) or the per-neuron bias exponent (Loihi's ``bias_exp``)."""
 
     min: int = Field(ge=-31, le=31)
     max: int = Field(ge=-31, le=31)
@@ -166,6 +166,17 @@ class NumericsSpec(_Spec):
       before the neurons evolve).
     * ``membrane_update``: ``sum`` is ``v = fit(decay(v) + i + bias)``; ``increment`` is
       xylosim's ``dv = fit(decay(v) - v + i)``, ``dv = fit(dv + bias)``, ``v = fit(v + dv)``.
+
+    How biases and thresholds are stored:
+
+    * ``bias_exp``: a neuron's bias is ``mant << e`` with a ``bias_bits``-bit mantissa and a
+      per-neuron exponent ``e`` in this range (Loihi's ``bias_mant`` / ``bias_exp``, Lava
+      ``scale_bias``); without it the bias is a plain ``bias_bits``-bit code.
+      :func:`neurosim.device.quantization.bias_codes` is the one rule (training and export).
+    * ``threshold_shift``, ``threshold_compare``: the threshold is a mantissa ``m`` shifted left
+      by ``threshold_shift`` bits (Loihi's ``vth << 6``, Lava ``scale_threshold``), and a neuron
+      fires where ``v >= m << s`` (``greater_equal``) or ``v > m << s`` (``greater``, Lava
+      ``spiking_activation``); neurosim's threshold code is ``(m << s) + [greater]``.
     """
 
     format: Literal["float", "fixed"] = "fixed"
@@ -176,6 +187,9 @@ class NumericsSpec(_Spec):
     synapse_bits: int | None = _bits()
     threshold_bits: int | None = _bits()
     bias_bits: int | None = _bits()
+    bias_exp: WeightShiftRange | None = None
+    threshold_shift: int = Field(default=0, ge=0, le=31)
+    threshold_compare: Literal["greater_equal", "greater"] = "greater_equal"
     input_bits: int | None = _bits()
     decay: DecayFormat | None = None
     synapse_decay: DecayFormat | None = None
@@ -206,6 +220,14 @@ class NumericsSpec(_Spec):
         missing = [k for k in ("weight_bits", "membrane_bits", "decay") if getattr(self, k) is None]
         if missing:
             raise ValueError(f"a fixed-point chip needs {', '.join(missing)}")
+        bias_bits = self.bias_bits or self.membrane_bits
+        if self.bias_exp is not None and (self.bias_exp.min < 0 or bias_bits + self.bias_exp.max > 62):
+            raise ValueError(f"bias_exp: {self.bias_exp.min}..{self.bias_exp.max} with {bias_bits}-bit mantissas: "
+                             f"expected exponents >= 0 whose scaled biases fit 62 bits")
+        threshold_bits = self.threshold_bits or self.membrane_bits
+        if self.threshold_shift + 1 >= threshold_bits:
+            raise ValueError(f"threshold_shift = {self.threshold_shift} leaves no mantissa in threshold_bits = "
+                             f"{threshold_bits}")
         return self
 
     @model_serializer(mode="wrap")

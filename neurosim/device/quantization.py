@@ -53,18 +53,12 @@ def threshold_ceiling(numerics: NumericsSpec) -> int:
                1 << max(state_bits - 1 - STATE_HEADROOM_BITS, 0))
 
 
-def bias_ceiling(numerics: NumericsSpec) -> int:
-    """Largest bias magnitude in state units the chip holds: the maximum of ``bias_bits`` (the
-    membrane's width where the profile gives none)."""
-    return fp.int_range(numerics.bias_bits or numerics.membrane_bits)[1]
-
-
 def weight_step(weight: Tensor, numerics: NumericsSpec, threshold: Tensor | float | None,
                 in_step: float, bias: Tensor | None = None) -> Tensor:
     """The weight quantization step of a layer (per layer, per output channel or power of two):
     the step that fits the weights into ``weight_bits``, made coarser where needed so that the
     nominal threshold stays at or below :func:`threshold_ceiling` and every bias fits
-    :func:`bias_ceiling` (a batch norm folded into the synapse can give biases that a state unit
+    :func:`bias_limit` (a batch norm folded into the synapse can give biases that a state unit
     fine enough for the weights cannot hold; a coarser step is what the chip can realise)."""
     step = fp.quantization_scale(weight, numerics.weight_bits, numerics.weight_scale)
     floors = []
@@ -74,7 +68,7 @@ def weight_step(weight: Tensor, numerics: NumericsSpec, threshold: Tensor | floa
     if bias is not None and bias.numel():
         magnitude = bias.detach().abs().to(step.dtype)
         magnitude = magnitude.reshape(step.shape) if step.dim() else magnitude.max()
-        floors.append(magnitude * scale / bias_ceiling(numerics))
+        floors.append(magnitude * scale / bias_limit(numerics))
     for floor in floors:
         if numerics.weight_scale == "power_of_two":
             floor = torch.exp2(torch.ceil(torch.log2(floor)))
@@ -116,11 +110,113 @@ def recurrent_step(unit: Tensor | float, shift: int, numerics: NumericsSpec) -> 
     return step.reshape(-1, 1) if step.dim() else step
 
 
+def threshold_limit(numerics: NumericsSpec) -> int:
+    """Largest threshold code: the maximum of ``threshold_bits``, or with ``threshold_shift`` ``s``
+    the largest ``(m << s) + [greater]`` inside it."""
+    hi = fp.int_range(numerics.threshold_bits or numerics.membrane_bits)[1]
+    shift, strict = numerics.threshold_shift, int(numerics.threshold_compare == "greater")
+    return (((hi - strict) >> shift) << shift) + strict
+
+
 def threshold_codes(theta: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
-    """Thresholds in state units: ``round(theta / unit)`` (half to even), kept in
-    ``[1, max of threshold_bits]``."""
-    codes = torch.round(theta / unit)
-    return fp.saturate(codes, numerics.threshold_bits or numerics.membrane_bits).clamp(min=1)
+    """Thresholds in state units, the code ``c`` of a neuron that fires where ``v >= c``:
+    ``round(theta / unit)`` (half to even), kept in ``[1, threshold_limit]``. With
+    ``threshold_shift`` ``s`` the chip stores a mantissa ``m = round(theta / (unit 2^s))`` and
+    fires where ``v > m << s`` (``threshold_compare: greater``; Lava ``scale_threshold``:
+    ``vth << 6``, ``spiking_activation``: ``v > effective_vth``), so ``c = (m << s) + 1``
+    (``+ 0`` for ``greater_equal``)."""
+    shift, strict = numerics.threshold_shift, int(numerics.threshold_compare == "greater")
+    if not shift and not strict:
+        return torch.round(theta / unit).clamp(1, threshold_limit(numerics))
+    mantissa = torch.round(theta / unit * 2.0 ** -shift)
+    top = (threshold_limit(numerics) - strict) >> shift
+    return mantissa.clamp(0 if strict else 1, top) * float(1 << shift) + strict
+
+
+def threshold_needed(theta: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:
+    """The threshold code ``theta / unit`` asks for before it is kept to the format (for the
+    export check against :func:`threshold_limit`)."""
+    shift, strict = numerics.threshold_shift, int(numerics.threshold_compare == "greater")
+    return torch.round(theta / unit * 2.0 ** -shift) * float(1 << shift) + strict
+
+
+def bias_exponents(numerics: NumericsSpec) -> tuple[int, int]:
+    """The range of a neuron's bias exponent: ``numerics.bias_exp``, or ``(0, 0)`` (a plain code)."""
+    exp = numerics.bias_exp
+    return (exp.min, exp.max) if exp is not None else (0, 0)
+
+
+def bias_range(numerics: NumericsSpec) -> tuple[int, int]:
+    """Smallest and largest bias a neuron holds: the mantissa's range shifted by the largest
+    exponent (Loihi: ``-4096 << 7`` to ``4095 << 7 = 524160``)."""
+    lo, hi = fp.int_range(numerics.bias_bits or numerics.membrane_bits)
+    e_hi = bias_exponents(numerics)[1]
+    return lo << e_hi, hi << e_hi
+
+
+def bias_limit(numerics: NumericsSpec) -> int:
+    """Largest bias a neuron holds (:func:`bias_range`)."""
+    return bias_range(numerics)[1]
+
+
+def bias_codes(scaled: Tensor, numerics: NumericsSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """THE bias rule of a fixed-point chip, shared by training (fake quantization), export and the
+    Lava mapping: a bias of ``scaled`` state units (a float tensor) becomes ``mant << e``, per
+    neuron, with ``e`` the smallest exponent of ``numerics.bias_exp`` (0 without one) at which
+    ``mant = round(scaled / 2^e)`` (half to even) fits ``bias_bits`` signed bits, and ``mant``
+    saturated at the largest exponent where none does (Loihi: ``bias_mant`` signed 13 bits,
+    ``bias_exp`` 0..7, bias ``bias_mant << bias_exp``: Lava src/lava/proc/lif/models.py
+    ``AbstractPyLifModelFixed.scale_bias`` and ``PyLifModelBitAcc``'s docstring).
+
+    Returns ``(codes, exponents, over)``: the effective codes ``mant * 2^e`` (float, ``scaled``'s
+    dtype), the exponents (int64) and where the bias does not fit (saturated). Callers decide what
+    a saturated bias means (:func:`check_bias`: export refuses it, training warns with the same
+    words)."""
+    lo, hi = fp.int_range(numerics.bias_bits or numerics.membrane_bits)
+    e_lo, e_hi = bias_exponents(numerics)
+    scaled = scaled.detach()
+    exponent = torch.full(scaled.shape, e_hi, dtype=torch.int64, device=scaled.device)
+    for e in range(e_hi - 1, e_lo - 1, -1):  # the smallest exponent whose mantissa fits wins
+        mant = torch.round(scaled * 2.0 ** -e)
+        exponent = torch.where((mant >= lo) & (mant <= hi), torch.full_like(exponent, e), exponent)
+    step = torch.exp2(exponent.to(scaled.dtype))
+    raw = torch.round(scaled / step)
+    over = (raw < lo) | (raw > hi)
+    return raw.clamp(lo, hi) * step, exponent, over
+
+
+def bias_message(name: str, needed: float, numerics: NumericsSpec) -> str:
+    """The one line naming layer, limit and value for a bias the chip cannot hold."""
+    bits = numerics.bias_bits or numerics.membrane_bits
+    e_lo, e_hi = bias_exponents(numerics)
+    limit = f"bias_bits = {bits}" + (f" << bias_exp {e_hi}" if numerics.bias_exp is not None else "")
+    return f"{name}: bias needs {needed:.0f} units, more than {limit} hold (max {bias_limit(numerics)})"
+
+
+def check_bias(name: str, scaled: Tensor, numerics: NumericsSpec) -> str | None:
+    """None when every bias of ``scaled`` state units fits :func:`bias_codes`, else the line of
+    :func:`bias_message` for the largest (what export raises and training warns)."""
+    _, _, over = bias_codes(scaled, numerics)
+    if not bool(over.any()):
+        return None
+    return bias_message(name, float(scaled.detach().abs()[over].max()), numerics)
+
+
+def split_bias(codes: Tensor, numerics: NumericsSpec) -> tuple[Tensor, Tensor] | None:
+    """The ``(mant, exp)`` of integer bias codes (int64) as :func:`bias_codes` forms them
+    (the smallest exponent that holds each code exactly), or None when a code is not
+    ``mant << e`` of the format (a hand-edited artifact)."""
+    lo, hi = fp.int_range(numerics.bias_bits or numerics.membrane_bits)
+    e_lo, e_hi = bias_exponents(numerics)
+    codes = codes.to(torch.int64)
+    exponent = torch.full_like(codes, -1)
+    for e in range(e_hi, e_lo - 1, -1):
+        mant = codes >> e
+        exact = ((mant << e) == codes) & (mant >= lo) & (mant <= hi)
+        exponent = torch.where(exact, torch.full_like(exponent, e), exponent)
+    if bool((exponent < 0).any()):
+        return None
+    return codes >> exponent, exponent
 
 
 def reset_codes(v_reset: Tensor, unit: Tensor | float, numerics: NumericsSpec) -> Tensor:

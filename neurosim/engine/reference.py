@@ -233,7 +233,9 @@ class _ChipLayer:
 
         # float32, or float64 for wide formats (see the module docstring)
         real = np.float64 if is_wide(num) else np.float32
-        theta_hi = int_range(num.threshold_bits or num.membrane_bits)[1]
+        # a threshold mantissa m, fire where v > m << s (Loihi's vth << 6, strict): code (m << s) + 1
+        th_shift, strict = num.threshold_shift, int(num.threshold_compare == "greater")
+        m_hi = (int_range(num.threshold_bits or num.membrane_bits)[1] - strict) >> th_shift
         v_lo, v_hi = int_range(num.membrane_bits)
         self.theta: dict[tuple[int, ...], int] = {}
         self.v_reset: dict[tuple[int, ...], int] = {}
@@ -245,7 +247,8 @@ class _ChipLayer:
         for n in self.neurons:
             unit = real(self.unit[n])
             theta = perturb(real(nominal_of(layer, "threshold", n)), var and var.v_threshold, position, n)
-            self.theta[n] = min(max(round_half_even(theta / unit), 1), theta_hi)
+            mantissa = min(max(round_half_even(theta / unit / (1 << th_shift)), 1 - strict), m_hi)
+            self.theta[n] = (mantissa << th_shift) + strict
             reset = perturb(real(nominal_of(layer, "v_reset", n)), var and var.v_reset, position, n)
             self.v_reset[n] = min(max(round_half_even(reset / unit), v_lo), v_hi)
             beta = min(max(real(nominal_of(layer, "beta", n)), real(0)), real(1))

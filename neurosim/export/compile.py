@@ -217,15 +217,12 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
     codes = fp.quantize(weight, w_step, num.weight_bits)
     unit = quant.state_unit(w_step, in_step, weight.dim(), num.activation_shift).to(torch.float32)
     bias_codes = None
-    if bias is not None:
-        bias_bits = num.bias_bits or num.membrane_bits
-        scaled = torch.round(bias / (unit.reshape(-1) if unit.dim() else unit))
-        lo, hi = fp.int_range(bias_bits)
-        worst = scaled.abs().max().item()
-        if scaled.min() < lo or scaled.max() > hi:
-            raise ExportError(f"{name}: bias needs {worst:.0f} units, more than bias_bits = {bias_bits} hold "
-                              f"(max {hi})")
-        bias_codes = fp.quantize(bias, unit.reshape(-1) if unit.dim() else unit, bias_bits)
+    if bias is not None:  # the rule and the check of the training forward (noise.ChipContext._bias)
+        scaled = bias / (unit.reshape(-1) if unit.dim() else unit)
+        refused = quant.check_bias(name, scaled, num)
+        if refused is not None:
+            raise ExportError(refused)
+        bias_codes = quant.bias_codes(scaled, num)[0].to(torch.int64)
     if isinstance(synapse, nn.Conv2d):
         kind, stride, padding = "conv2d", int(synapse.stride[0]), int(synapse.padding[0])
         k = synapse.kernel_size[0]
@@ -335,9 +332,12 @@ def check_deployment(deployment: Deployment) -> None:
             if not lo <= shift <= hi:
                 raise ExportError(f"{where}: {what} = {shift} outside the chip's weight shifts [{lo}, {hi}]")
         if layer.bias is not None:
-            b_lo, b_hi = fp.int_range(bias_bits)
-            if int(layer.bias.min()) < b_lo or int(layer.bias.max()) > b_hi:
-                raise ExportError(f"{where}: bias code outside bias_bits = {bias_bits}")
+            if quant.split_bias(layer.bias, num) is None:
+                b_lo, b_hi = fp.int_range(bias_bits)
+                e_lo, e_hi = quant.bias_exponents(num)
+                form = f" << bias_exp {e_lo}..{e_hi}" if num.bias_exp is not None else ""
+                raise ExportError(f"{where}: bias code {int(layer.bias.abs().max())} is not a bias_bits = {bias_bits} "
+                                  f"mantissa [{b_lo}, {b_hi}]{form}")
             if layer.bias.shape != (layer.weight.shape[0],):
                 raise ExportError(f"{where}: bias shape {tuple(layer.bias.shape)} does not match "
                                   f"{layer.weight.shape[0]} outputs")
@@ -348,11 +348,10 @@ def check_deployment(deployment: Deployment) -> None:
         if not layer.readout:
             dtype = quant.code_dtype(num)
             theta, unit = layer.neuron_values("threshold").to(dtype), layer.unit.to(dtype)
-            codes = quant.threshold_codes(theta, unit, num)
-            raw = torch.round(theta / unit)
-            if bool((raw > codes).any()):
+            raw = quant.threshold_needed(theta, unit, num)
+            if bool((raw > quant.threshold_limit(num)).any()):
                 raise ExportError(f"{where}: threshold needs {float(raw.max()):.0f} units, more than threshold_bits "
-                                  f"= {num.threshold_bits or num.membrane_bits} hold")
+                                  f"= {num.threshold_bits or num.membrane_bits} hold (max {quant.threshold_limit(num)})")
         bound = layer.sum_bound(deployment.input_bits)
         if bound >= 1 << 63:
             raise ExportError(f"{where}: synaptic sums can reach {bound}, beyond 64-bit integers "

@@ -71,6 +71,8 @@ class ChipContext:
         self.count_events = count_events and self.fixed
         self.events: dict[str, Tensor] = {}
         """Saturation/wrap events per layer in this forward (with ``count_events``)."""
+        self.bias_overflows: dict[str, str] = {}
+        """Per layer, the line export would refuse its bias with, where this forward saturated it."""
         self.weight_steps: dict[str, Tensor] = {}
         """The weight step each layer's last :meth:`synapse` call chose (for :meth:`synapse2`)."""
 
@@ -108,10 +110,22 @@ class ChipContext:
             codes = torch.where(var.stuck[0], var.stuck_value[0].to(codes.dtype) * q_max, codes)
         unit = quant.state_unit(w_step, in_step, weight.dim(), num.activation_shift)
         if bias is not None:
-            bias = fake_quantize(bias, unit.reshape(-1) if unit.dim() else unit, num.bias_bits or num.membrane_bits)
+            bias = self._bias(name, bias / (unit.reshape(-1) if unit.dim() else unit))
         if num.activation_shift:  # sums << activation_shift: the codes in state units
             codes = codes * float(1 << num.activation_shift)
         return x, codes, bias, unit
+
+    def _bias(self, name: str, scaled: Tensor) -> Tensor:
+        """A bias of ``scaled`` state units as the chip holds it (:func:`quantization.bias_codes`,
+        the rule export applies: mantissa and exponent), straight-through inside the range. A bias
+        the chip cannot hold is saturated here and refused by export; the line export would give
+        is kept in :attr:`bias_overflows` (the trainer warns with it)."""
+        num = self.profile.numerics
+        codes, _, over = quant.bias_codes(scaled, num)
+        if bool(over.any()):
+            self.bias_overflows[name] = quant.bias_message(name, float(scaled.detach().abs()[over].max()), num)
+        lo, hi = quant.bias_range(num)
+        return straight_through(codes, scaled.clamp(float(lo), float(hi)))
 
     def synapse2(self, name: str, weight: Tensor) -> Tensor:
         """The second synaptic state's weights (Xylo's syn 2) in state units: on a fixed-point chip

@@ -24,6 +24,7 @@ import pickle
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from torch import Tensor
 from neurosim.device import load_profile, sample_chips
 from neurosim.device.chips import ChipInstances, DynamicNoise
 from neurosim.device.profile import DeviceProfile
-from neurosim.errors import ConfigError, NeurosimError, TrainingDiverged, brief
+from neurosim.errors import BiasRangeWarning, ConfigError, NeurosimError, TrainingDiverged, brief
 from neurosim.files import atomic_write, make_folder, write_json, write_yaml
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
@@ -188,6 +189,7 @@ class Trainer:
         self.model.train()
         group = self.group
         total_loss, correct, seen, local_seen = 0.0, 0, 0, 0
+        overflows: dict[str, str] = {}
         batches = self.batches(self.dataset.train, shuffle=True)
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
                    disable=not group.is_main or (None if self.progress is None else not self.progress))
@@ -196,7 +198,10 @@ class Trainer:
                 continue
             global_size = len(targets)
             inputs, targets = inputs.tensor_split(group.world)[group.rank], targets.tensor_split(group.world)[group.rank]
-            logits = self.network(inputs, self.training_chip(self.global_step))
+            chip = self.training_chip(self.global_step)
+            logits = self.network(inputs, chip)
+            if chip is not None and chip.bias_overflows:
+                overflows.update(chip.bias_overflows)
             loss = self.loss(logits, targets)
             batch_loss = loss.item() * len(targets)
             if group.distributed:  # every rank must see the same verdict below, or the others hang
@@ -228,7 +233,13 @@ class Trainer:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / local_seen:.3f}")
         correct, = group.sum([correct])
         self.epoch += 1
-        return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+        metrics = {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+        if overflows:  # never silently: the line export will refuse the model with
+            metrics["bias_out_of_range"] = sorted(overflows.values())
+            for line in metrics["bias_out_of_range"]:
+                warnings.warn(f"epoch {self.epoch}: {line}; training saturates it, export will refuse the model",
+                              BiasRangeWarning, stacklevel=2)
+        return metrics
 
     # ------------------------------------------------------------------ evaluation
 
