@@ -7,9 +7,6 @@ Lava's own model (:mod:`neurosim.engine.lava_reference`) bit for bit.
 
 from __future__ import annotations
 
-import warnings
-
-import pytest
 import torch
 
 from neurosim.cli import main
@@ -17,11 +14,10 @@ from neurosim.device import load_profile
 from neurosim.device import quantization as quant
 from neurosim.device.profile import DeviceProfile
 from neurosim.engine import IntegerEngine
-from neurosim.errors import BiasRangeWarning, ExportError
 from neurosim.export import compile_model
 from neurosim.export import lava as lava_module
 from neurosim.export.lava import compare_with_lava, lava_network_for
-from neurosim.train import ChipContext, TrainConfig, Trainer, train
+from neurosim.train import ChipContext, TrainConfig, train
 from neurosim.train.datasets import load_dataset
 from neurosim.train.trainer import build_for
 
@@ -81,40 +77,38 @@ def tiny_model(profile: DeviceProfile, seed: int = 0):
     return build_for(config, profile, (1, 8, 8), 10)
 
 
-def test_training_saturates_loudly_with_the_line_export_refuses():
-    """One check for both: the bias the training forward saturates is the one export refuses,
-    with the same words; and training warns with them."""
+def test_a_large_bias_coarsens_the_unit_in_training_and_export_alike():
+    """One rule for both: a bias beyond what the state unit of the weights holds (even with the
+    exponent) makes the weight step coarser (quantization.weight_step), in the training forward
+    and in export alike, so nothing saturates and export takes the model; the engine then gives the
+    training forward's answers."""
     model = tiny_model(LOIHI)
+    plain = compile_model(model, LOIHI).layers[0].unit
     with torch.no_grad():
-        model.blocks[0].synapse.bias[3] = 50.0   # ~5e7 units on the first layer: beyond 4095 << 7
+        model.blocks[0].synapse.bias[3] = 50.0   # ~5e7 units of the weights' step: beyond 4095 << 7
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     chip = ChipContext(LOIHI)
-    model(x, chip)
-    assert list(chip.bias_overflows) == ["block0"]
-    with pytest.raises(ExportError) as info:
-        compile_model(model, LOIHI)
-    assert str(info.value) == chip.bias_overflows["block0"]
-    assert "more than bias_bits = 13 << bias_exp 7 hold (max 524160)" in str(info.value)
-    assert str(info.value).startswith("block0: bias needs ")
-    # a bias the exponent holds: no line, and export takes it
     with torch.no_grad():
-        model.blocks[0].synapse.bias[3] = 0.2
-    chip = ChipContext(LOIHI)
-    model(x, chip)
+        forward = model.eval()(x, chip)
     assert chip.bias_overflows == {}
-    compile_model(model, LOIHI)
-    # the trainer warns (BiasRangeWarning) and records the line in the epoch's metrics
-    digits = load_dataset("digits")
-    model = tiny_model(LOIHI)
-    with torch.no_grad():
-        model.blocks[0].synapse.bias.fill_(50.0)
-    config = TrainConfig(model="mlp:8", timesteps=3, profile="loihi-like", epochs=1, lr=1e-9, noise=False)
-    trainer = Trainer(model, LOIHI, config, digits, progress=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        metrics = trainer.train_epoch()
-    assert any(issubclass(w.category, BiasRangeWarning) and "export will refuse" in str(w.message) for w in caught)
-    assert metrics["bias_out_of_range"][0].startswith("block0: bias needs")
+    layer = compile_model(model, LOIHI).layers[0]
+    assert float(layer.unit) > float(plain)
+    assert int(layer.bias.abs().max()) <= quant.bias_limit(LOIHI.numerics)
+    assert quant.split_bias(layer.bias, LOIHI.numerics) is not None
+    engine = IntegerEngine(compile_model(model, LOIHI)).run(x).logits[0]
+    assert torch.equal(engine.argmax(1), forward.argmax(1))
+
+
+def test_a_bias_the_chip_cannot_hold_is_reported_with_the_line_export_refuses():
+    """The guard behind that rule: where a bias of more units than the chip holds reaches the
+    training forward, it is saturated loudly with the words check_bias (export) uses."""
+    chip = ChipContext(LOIHI)
+    scaled = torch.tensor([1.0, 6e7])
+    held = chip._bias("block0", scaled)
+    assert float(held[1]) == quant.bias_limit(LOIHI.numerics)
+    line = chip.bias_overflows["block0"]
+    assert line == quant.check_bias("block0", scaled, LOIHI.numerics)
+    assert line.startswith("block0: bias needs 60000000 units") and "bias_bits = 13 << bias_exp 7" in line
 
 
 def test_a_loihi_like_training_run_exports_runs_and_matches_lava(tmp_path, monkeypatch, capsys):
