@@ -22,24 +22,10 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from neurosim.train.config import SEED_METHODS, with_options
+
 METHODS: dict[str, dict] = {
-    "default: atan, reset gradient clip (seed 000)": {},
-    "reset gradient detach": {"neuron": {"reset_grad": "detach"}},
-    "reset gradient full": {"neuron": {"reset_grad": "full"}},
-    "gradient scaling (seed 001)": {"grad_scaling": {"enabled": True}},
-    "PSG (seed 002)": {"neuron": {"surrogate": "psg"}},
-    "PDA (seed 002)": {"pda": {"enabled": True}},
-    "PSG + PDA (seed 002)": {"neuron": {"surrogate": "psg"}, "pda": {"enabled": True}},
-    "BN on currents (seed 003)": {"norm": "bn"},
-    "BN + width tuning, fast_sigmoid (seed 003)": {"norm": "bn", "neuron": {"surrogate": "fast_sigmoid"},
-                                                   "tune_width": {"enabled": True}},
-    "tdBN (alpha 1)": {"norm": "tdbn"},
-    "MP-Init (seed 004)": {"neuron": {"v_init": "mp_init"}},
-    "TrSG + learnable threshold (seed 004)": {"neuron": {"surrogate": "trsg", "learn_threshold": True}},
-    "MP-Init + TrSG (seed 004)": {"neuron": {"surrogate": "trsg", "learn_threshold": True, "v_init": "mp_init"}},
-    "surrogate fast_sigmoid (gamma 5)": {"neuron": {"surrogate": "fast_sigmoid"}},
-    "surrogate rectangle (width 2)": {"neuron": {"surrogate": "rectangle"}},
-    "surrogate triangle (width 2)": {"neuron": {"surrogate": "triangle"}},
+    **SEED_METHODS,
     "fast_sigmoid gamma 25 (snnTorch's slope)": {"neuron": {"surrogate": "fast_sigmoid",
                                                             "surrogate_params": {"gamma": 25.0}}},
     "fast_sigmoid gamma 25 + width tuning": {"neuron": {"surrogate": "fast_sigmoid",
@@ -56,14 +42,6 @@ PROFILES = {  # profile -> what it trains on (Xylo: 16 inputs, 8 outputs)
     "loihi-like": {},
     "xylo-like": {"dataset": "digits4x4-8", "model": "mlp:64", "timesteps": 8},
 }
-
-
-def merged(base: dict, extra: dict) -> dict:
-    """``extra`` over ``base``, one level of sections deep."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def train_one(data: dict) -> dict:
@@ -113,29 +91,34 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", metavar="WORDS", help="only the methods and profiles whose name contains WORDS")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="which networks (default: %(default)s)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = {k: v for k, v in METHODS.items() if not args.only or args.only in k}
+    profiles = {k: v for k, v in PROFILES.items() if not args.only or args.only in k}
+    networks = {k: v for k, v in NETWORKS.items() if k in args.networks.split(",")}
     base = {"dataset": "digits", "profile": "hardreset-noisy", "timesteps": 4, "epochs": args.epochs,
             "eval_chips": 0}
     jobs = {}
-    for method, options in METHODS.items():
-        for net, spec in NETWORKS.items():
+    for method, options in methods.items():
+        for net, spec in networks.items():
             for seed in seeds:
-                jobs[(method, net, seed)] = merged({**base, "model": spec, "seed": seed}, options)
-    for name, options in PROFILES.items():
+                jobs[(method, net, seed)] = with_options({**base, "model": spec, "seed": seed}, options)
+    for name, options in profiles.items():
         for seed in seeds:
-            jobs[("profile", name, seed)] = merged({**base, "model": "mlp:128-128", "profile": name, "seed": seed,
+            jobs[("profile", name, seed)] = with_options({**base, "model": "mlp:128-128", "profile": name, "seed": seed,
                                                     "eval_chips": 8, "_export": True}, options)
     with ProcessPoolExecutor(args.workers) as pool:
         results = dict(zip(jobs, pool.map(train_one, jobs.values())))
     lines = [f"Digits, hardreset-noisy with noise in the loop, T=4, {args.epochs} epochs, seeds {args.seeds}; "
              "test accuracy on the ideal chip, mean (min-max) over the seeds; spikes per sample. "
              "Made by `python examples/method_table.py`.", "",
-             "| method | " + " | ".join(f"{net}: final | best | spikes" for net in NETWORKS) + " |",
-             "| --- | " + " | ".join("--- | --- | ---" for _ in NETWORKS) + " |"]
-    for method in METHODS:
+             "| method | " + " | ".join(f"{net}: final | best | spikes" for net in networks) + " |",
+             "| --- | " + " | ".join("--- | --- | ---" for _ in networks) + " |"]
+    for method in methods:
         cells = []
-        for net in NETWORKS:
+        for net in networks:
             rows = [results[(method, net, s)] for s in seeds]
             cells.append(f"{summary(rows, 'final')} | {summary(rows, 'best')} | {statistics.mean(r['spikes'] for r in rows):.0f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -144,7 +127,7 @@ def main() -> None:
               "exported network in the integer engine on 8 sampled chips (fixed-point profiles).", "",
               "| profile | final (ideal chip) | 8 sampled chips (training forward) | exported, integer engine, 8 chips |",
               "| --- | --- | --- | --- |"]
-    for name in PROFILES:
+    for name in profiles:
         rows = [results[("profile", name, s)] for s in seeds]
         errors = [r["engine_error"] for r in rows if "engine_error" in r]
         if errors:

@@ -100,3 +100,20 @@ def test_chips_example_agrees_with_the_vendor_models():
         assert "xylosim: skipped" in result.stdout
     else:
         assert "v_mem, v_mem_out at every step: True" in result.stdout
+
+
+def test_method_table_trains_a_method_and_a_profile(tmp_path):
+    """examples/method_table.py, cut to one method on one network and one profile, one epoch."""
+    out = tmp_path / "methods.md"
+    result = run("examples/method_table.py", "--only", "tdBN", "--networks", "2 layers", "--epochs", "1",
+                 "--seeds", "0", "--workers", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| tdBN")]
+    assert len(rows) == 1 and rows[0].count("|") == 5, rows
+    out = tmp_path / "profiles.md"
+    result = run("examples/method_table.py", "--only", "loihi", "--epochs", "1", "--seeds", "0", "--workers", "1",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| loihi-like"))
+    engine = row.split("|")[4].strip()
+    assert 0.0 <= float(engine) <= 1.0, row  # exported and run in the integer engine, not refused

@@ -117,6 +117,35 @@ class TrainConfig(_Section):
         return self.model_dump(mode="json")
 
 
+SEED_METHODS: dict[str, dict[str, Any]] = {
+    "default: atan, reset gradient clip (seed 000)": {},
+    "reset gradient detach": {"neuron": {"reset_grad": "detach"}},
+    "reset gradient full": {"neuron": {"reset_grad": "full"}},
+    "gradient scaling (seed 001)": {"grad_scaling": {"enabled": True}},
+    "PSG (seed 002)": {"neuron": {"surrogate": "psg"}},
+    "PDA (seed 002)": {"pda": {"enabled": True}},
+    "PSG + PDA (seed 002)": {"neuron": {"surrogate": "psg"}, "pda": {"enabled": True}},
+    "BN on currents (seed 003)": {"norm": "bn"},
+    "BN + width tuning, fast_sigmoid (seed 003)": {"norm": "bn", "neuron": {"surrogate": "fast_sigmoid"},
+                                                   "tune_width": {"enabled": True}},
+    "tdBN (alpha 1)": {"norm": "tdbn"},
+    "MP-Init (seed 004)": {"neuron": {"v_init": "mp_init"}},
+    "TrSG + learnable threshold (seed 004)": {"neuron": {"surrogate": "trsg", "learn_threshold": True}},
+    "MP-Init + TrSG (seed 004)": {"neuron": {"surrogate": "trsg", "learn_threshold": True, "v_init": "mp_init"}},
+    "surrogate fast_sigmoid (gamma 5)": {"neuron": {"surrogate": "fast_sigmoid"}},
+    "surrogate rectangle (width 2)": {"neuron": {"surrogate": "rectangle"}},
+    "surrogate triangle (width 2)": {"neuron": {"surrogate": "triangle"}},
+}
+"""Each method of the seeds, and each surrogate at its default width, as the options that switch
+it on (over the defaults): the catalogue that examples/method_table.py trains and
+tests/test_everything_trains.py checks."""
+
+
+def with_options(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over the config mapping ``base``, section by section (``neuron``, ``pda``, ...)."""
+    return _merge(base, options)
+
+
 def config_from_data(data: Any, where: str) -> TrainConfig:
     """Validate a mapping as a TrainConfig; errors name ``where`` and the key path."""
     if not isinstance(data, dict):
