@@ -62,7 +62,9 @@ PROFILES = {  # profile -> what it trains on (Xylo: 16 inputs, 8 outputs)
     "ideal": {},
     "analog-mismatch": {},
     "hardreset-noisy": {},
-    "loihi-like": {},
+    # Lava's Dense delivers step t-1's sum: 3 hidden layers and the readout delay the input by 4
+    # steps, so T=4 would leave the readout nothing to hear
+    "loihi-like": {"timesteps": 8},
     "xylo-like": {"dataset": "digits4x4-8", "model": "mlp:32-32", "timesteps": 8, "epochs": 6},
 }
 
