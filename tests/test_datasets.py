@@ -429,10 +429,12 @@ def test_cifar_folder_problems(tmp_path):
 
 
 class _Unfilled:
-    """Pickles to numpy's ``_reconstruct`` of a big array shape with no data behind it."""
+    """Pickles to numpy's ``_reconstruct`` of a big array shape with no data behind it (under
+    neurosim.limits.MAX_ARRAY_ELEMENTS; a larger one is refused before numpy allocates it,
+    tests/test_bounded_memory.py)."""
 
     def __reduce__(self):
-        return np.ndarray.__reduce__(np.zeros(1, np.uint8))[0], (np.ndarray, (100_000, 3072), b"B")
+        return np.ndarray.__reduce__(np.zeros(1, np.uint8))[0], (np.ndarray, (10_000, 3072), b"B")
 
 
 def test_arrays_without_data_and_huge_lengths_are_refused(tmp_path, capfd):
@@ -453,9 +455,10 @@ def test_oversized_files_are_refused(tmp_path, monkeypatch):
     import neurosim.train.datasets as datasets
 
     monkeypatch.setattr(datasets, "MAX_FILE_BYTES", 40)
-    write_mnist(tmp_path / "gz", mnist_arrays(), gz=True)
-    with pytest.raises(DatasetError, match="unpacks to more than 40 bytes"):
-        load_dataset("mnist", tmp_path / "gz")
-    write_mnist(tmp_path / "plain", mnist_arrays())
+    for gz in (True, False):  # an IDX file: from its header, before its data is read or unpacked
+        write_mnist(tmp_path / str(gz), mnist_arrays(), gz=gz)
+        with pytest.raises(DatasetError, match="IDX header .* bytes, more than the limit of 40 bytes per array"):
+            load_dataset("mnist", tmp_path / str(gz))
+    write_cifar(tmp_path / "cifar", "cifar10")  # a pickle: from its size on disk
     with pytest.raises(DatasetError, match="more than 40 allowed"):
-        load_dataset("mnist", tmp_path / "plain")
+        load_dataset("cifar10", tmp_path / "cifar")

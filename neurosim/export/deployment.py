@@ -46,6 +46,7 @@ from neurosim.device.loading import read_yaml
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ArtifactError, brief
 from neurosim.files import write_folder
+from neurosim.limits import DeclaredSizes, npy_members
 
 FORMAT_VERSION = 2
 """The newest artifact format (written when a layer has per-neuron values)."""
@@ -55,6 +56,8 @@ NEURON_VALUES: tuple[str, ...] = ("threshold", "v_reset", "beta", "synapse_decay
 MANIFEST = "manifest.yaml"
 TENSORS = "tensors.npz"
 MAX_TENSOR_BYTES = 1 << 30
+"""Largest ``tensors.npz`` read (compressed size on disk); what it declares after decompression is
+bounded by :mod:`neurosim.limits`."""
 
 
 @dataclass
@@ -425,6 +428,7 @@ def _read_tensors(tensors_entry: dict[str, Any], manifest_path: Path, tensors_pa
     if hashlib.sha256(blob).hexdigest() != tensors_entry.get("sha256"):
         raise ArtifactError(f"{tensors_path}: checksum mismatch (truncated or altered)")
     try:
+        npy_members(io.BytesIO(blob), DeclaredSizes(str(tensors_path), ArtifactError))
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:

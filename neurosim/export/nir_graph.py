@@ -65,6 +65,7 @@ from neurosim import __version__
 from neurosim.errors import ArtifactError, ExportError, NeurosimError, brief
 from neurosim.export.deployment import Deployment, deployment_from_manifest
 from neurosim.files import atomic_write, write_folder, write_yaml
+from neurosim.limits import DeclaredSizes
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork, fold_norm
 from neurosim.nn.surrogate import PSG
@@ -414,6 +415,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such NIR file")
+    _check_declared_sizes(path)
     try:
         graph = nir.read(path, type_check=False)
     except Exception as exc:  # h5py, nir's asserts, KeyError ...: any failure to parse the file
@@ -422,6 +424,33 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     if not isinstance(graph, nir.NIRGraph):
         raise ArtifactError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
     return graph
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Walk the HDF5 datasets of ``path`` (shapes and item sizes from their headers, no data
+    read: ``nir.read`` reads every dataset whole) and refuse, before ``nir.read``, one that
+    declares more than :data:`neurosim.limits.MAX_ARRAY_ELEMENTS` or the file's total beyond
+    :data:`neurosim.limits.MAX_DECLARED_BYTES`. A file h5py cannot open is left to ``nir.read``."""
+    import h5py
+
+    sizes = DeclaredSizes(str(path), ArtifactError)
+    found: list[tuple[str, tuple[int, ...], int]] = []
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(lambda name, item: found.append((name, item.shape or (), item.dtype.itemsize))
+                              if isinstance(item, h5py.Dataset) else None)
+    except Exception:  # noqa: BLE001 - not HDF5, truncated ...: nir.read names the reason
+        return
+    for name, shape, itemsize in found:
+        sizes.add(_dataset_name(name), shape, itemsize)
+
+
+def _dataset_name(path: str) -> str:
+    """An HDF5 dataset path of a NIR file as its node and key: ``node/nodes/block0.synapse/weight``
+    is ``node 'block0.synapse' weight`` (a subgraph's nodes joined by ``/``)."""
+    parts = path.split("/")
+    nodes = [parts[i + 1] for i, part in enumerate(parts[:-2]) if part == "nodes"]
+    return f"node {'/'.join(nodes)!r} {parts[-1]}" if nodes else f"dataset {path!r}"
 
 
 def _refuse(where: str, name: str, reason: str) -> ArtifactError:

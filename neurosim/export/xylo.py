@@ -59,6 +59,7 @@ from neurosim.device.profile import DeviceProfile
 from neurosim.errors import ArtifactError, ExportError, brief
 from neurosim.export.deployment import Deployment, LayerDeployment
 from neurosim.files import atomic_write, make_folder
+from neurosim.limits import DeclaredSizes, npy_members
 
 XYLO_PROFILE = "xylo-like"
 MAX_INPUTS = 16
@@ -82,6 +83,11 @@ XYLO_KEYS: tuple[str, ...] = (
 SECOND_SYNAPSE_KEYS: tuple[str, ...] = ("weights_in2", "weights_rec2", "dash_syn2")
 """The optional keys of the hidden neurons' second synaptic state (all three or none)."""
 MAX_FILE_BYTES = 64 << 20
+"""Largest Xylo ``.npz`` read (compressed size on disk)."""
+MAX_DECLARED_BYTES = 64 << 20
+"""Most bytes the arrays of a Xylo ``.npz`` may declare, each and together, after decompression
+(checked from the zip and ``.npy`` headers before any is read): a configuration of a Xylo-sized
+chip (16 inputs, a few hundred hidden neurons, 8 outputs) holds a few MiB."""
 
 
 @dataclass
@@ -214,6 +220,8 @@ def load_xylo(path: str | os.PathLike[str]) -> XyloConfig:
     if not blob.startswith(b"PK\x03\x04"):
         raise ArtifactError(f"{path}: not a Xylo configuration (not an .npz archive)")
     try:
+        npy_members(io.BytesIO(blob), DeclaredSizes(str(path), ArtifactError, max_bytes=MAX_DECLARED_BYTES,
+                                                    max_total=MAX_DECLARED_BYTES))
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             missing = [key for key in XYLO_KEYS if key not in npz.files]
             if missing:

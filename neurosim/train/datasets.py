@@ -35,12 +35,13 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from neurosim.errors import DatasetError
+from neurosim.limits import check_array
 
 if TYPE_CHECKING:
     from neurosim.train.events import FrameBinning
@@ -56,7 +57,8 @@ DIGITS_TEST_FRACTION = 0.25
 """Share of the 1797 digits held out for testing (stratified): 1347 train / 450 test."""
 
 MAX_FILE_BYTES = 512 << 20
-"""Largest dataset file (after gunzip) read; the biggest real one, CIFAR-100 ``train``, is ~155 MiB."""
+"""Largest dataset file read (a CIFAR pickle on disk; the data an IDX header declares, also of a
+gzipped one); the biggest real one, CIFAR-100 ``train``, is ~155 MiB."""
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
@@ -249,29 +251,16 @@ def _find_file(folder: Path, stem: str, gz: bool) -> Path | None:
 
 
 def _read_bytes(name: str, path: Path) -> bytes:
-    """The content of ``path`` (gunzipped if it ends in ``.gz``), at most :data:`MAX_FILE_BYTES`."""
+    """The content of ``path``, at most :data:`MAX_FILE_BYTES` (IDX files, plain or gzipped,
+    are read by :func:`read_idx`, bounded by their header)."""
     try:
-        if path.suffix == ".gz":
-            return _read_gzip(name, path)
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise DatasetError(f"{name}: {path}: file is {size} bytes, more than {MAX_FILE_BYTES} allowed")
         return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
+    except OSError as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise DatasetError(f"{name}: {path}: cannot read ({reason})") from None
-
-
-def _read_gzip(name: str, path: Path) -> bytes:
-    """Gunzip ``path`` in chunks, refusing more than :data:`MAX_FILE_BYTES` of output."""
-    chunks, total = [], 0
-    with gzip.open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            total += len(chunk)
-            if total > MAX_FILE_BYTES:
-                raise DatasetError(f"{name}: {path}: unpacks to more than {MAX_FILE_BYTES} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,29 +302,41 @@ def _mnist_split(name: str, images_path: Path | None, labels_path: Path | None) 
 
 def read_idx(name: str, path: Path, magic: int) -> np.ndarray:
     """The uint8 array of an IDX file whose magic number must be ``magic`` (0x0803: images
-    ``[N, H, W]``, 0x0801: labels ``[N]``); header, dimensions and length are all checked."""
-    data = _read_bytes(name, path)
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
+    ``[N, H, W]``, 0x0801: labels ``[N]``); header, dimensions and length are all checked, and the
+    declared dimensions against :data:`neurosim.limits.MAX_ARRAY_ELEMENTS` before any data is
+    read (of a ``.gz``, no more is unpacked than the header declares, plus one byte)."""
     kind = "image" if magic == IDX_IMAGES_MAGIC else "label"
-    if len(data) < 4:
-        raise DatasetError(f"{name}: {path}: file is truncated ({len(data)} bytes, no IDX header)")
-    found = int.from_bytes(data[:4], "big")
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            dims = _idx_header(name, path, handle, magic, kind)
+            expected = check_array(f"{name}: {path}", f"the IDX header ({kind}s)", dims, 1, DatasetError,
+                                   max_bytes=MAX_FILE_BYTES)
+            data = handle.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise DatasetError(f"{name}: {path}: cannot read ({reason})") from None
+    if len(data) < expected:
+        raise DatasetError(f"{name}: {path}: file is truncated ({len(data)} data bytes, header "
+                           f"{_dims(dims)} needs {expected})")
+    if len(data) > expected:
+        raise DatasetError(f"{name}: {path}: unexpected bytes after the {_dims(dims)} data")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _idx_header(name: str, path: Path, handle: IO[bytes], magic: int, kind: str) -> tuple[int, ...]:
+    """The dimensions of the IDX header at the start of ``handle``, its magic number checked."""
+    ndim = magic & 0xFF
+    head = handle.read(4)
+    if len(head) < 4:
+        raise DatasetError(f"{name}: {path}: file is truncated ({len(head)} bytes, no IDX header)")
+    found = int.from_bytes(head, "big")
     if found != magic:
         raise DatasetError(f"{name}: {path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} "
                            f"(an IDX {kind} file of unsigned bytes)")
-    if len(data) < header:
-        raise DatasetError(f"{name}: {path}: file is truncated ({len(data)} bytes, header needs {header})")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
-    payload = len(data) - header
-    if payload < expected:
-        raise DatasetError(f"{name}: {path}: file is truncated ({payload} data bytes, header "
-                           f"{_dims(dims)} needs {expected})")
-    if payload > expected:
-        raise DatasetError(f"{name}: {path}: {payload - expected} unexpected bytes after the "
-                           f"{_dims(dims)} data")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    raw = handle.read(4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise DatasetError(f"{name}: {path}: file is truncated ({4 + len(raw)} bytes, header needs {4 + 4 * ndim})")
+    return tuple(int.from_bytes(raw[4 * i:4 * i + 4], "big") for i in range(ndim))
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -378,6 +379,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file, encoding="bytes")
         self.name, self.path = name, path
         self.allowed = _numpy_globals()
+        for package in ("numpy.core", "numpy._core"):  # the two that allocate from a shape alone
+            self.allowed[(f"{package}.multiarray", "_reconstruct")] = self._reconstruct
+        self.allowed[("numpy", "ndarray")] = self._ndarray
+
+    def _check_shape(self, shape: Any, dtype: Any) -> None:
+        """Refuse a pickled array whose shape (checked before numpy allocates it) is beyond
+        :data:`neurosim.limits.MAX_ARRAY_ELEMENTS`."""
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        check_array(f"{self.name}: {self.path}", "a pickled array", dims, np.dtype(dtype).itemsize, DatasetError)
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        """numpy's ``_reconstruct`` (how a pickled array starts), its shape checked first."""
+        self._check_shape(shape, dtype)
+        return np.ndarray.__new__(np.ndarray if subtype == self._ndarray else subtype, shape, dtype)
+
+    def _ndarray(self, shape: Any, dtype: Any = float, *args: Any) -> np.ndarray:
+        """``numpy.ndarray(shape, dtype, ...)`` called by a pickle, its shape checked first."""
+        self._check_shape(shape, dtype)
+        return np.ndarray(shape, dtype, *args)
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - pickle hook
         if (module, name) in self.allowed:

@@ -38,6 +38,7 @@ split is held in memory as float32 ``[N, T, 2, H, W]`` (N-MNIST at T = 8 without
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 
 from neurosim.errors import DatasetError, brief
+from neurosim.limits import DeclaredSizes, check_array, check_npy
 from neurosim.train.datasets import EVENT_DATASETS, Dataset, DatasetSplit
 
 __all__ = ["EVENT_DATASETS", "FrameBinning", "bin_events", "load_event_dataset"]
@@ -243,6 +245,7 @@ def _read_nmnist(name: str, path: Path, cls: Any) -> np.ndarray:
     from tonic.io import read_mnist_file
 
     size = _size(name, path)
+    check_array(f"{name}: {path}", "the recording", (size // NMNIST_BYTES_PER_EVENT,), cls.dtype.itemsize, DatasetError)
     if size % NMNIST_BYTES_PER_EVENT:
         raise DatasetError(f"{name}: {path}: {size} bytes is not a whole number of "
                            f"{NMNIST_BYTES_PER_EVENT}-byte N-MNIST events")
@@ -292,8 +295,13 @@ def _size(name: str, path: Path) -> int:
 
 
 def _load_npy(name: str, path: Path) -> np.ndarray:
-    """``np.load`` without pickles; any failure is a DatasetError naming the file."""
+    """``np.load`` without pickles, after the declared shape was checked against
+    :mod:`neurosim.limits` and the file's size (:func:`~neurosim.limits.check_npy`); any failure
+    is a DatasetError naming the file."""
     try:
+        with open(path, "rb") as handle:
+            check_npy(handle, DeclaredSizes(f"{name}: {path}", DatasetError), "the .npy header",
+                      os.fstat(handle.fileno()).st_size)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         reason = getattr(exc, "strerror", None) or brief(exc, 160) or type(exc).__name__
