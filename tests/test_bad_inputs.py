@@ -125,6 +125,8 @@ CASES: dict[str, tuple[tuple[tuple[str, ...], ...], list[str] | dict[str, list[s
     "artifact-training-metadata-not-a-mapping": (ARTIFACT, ["metadata.training", "mappings"]),
     "artifact-without-layers": (ARTIFACT, ["last layer must be the readout"]),
     "artifact-negative-timesteps": (ARTIFACT, ["timesteps = -4"]),
+    "artifact-tensors-zip-bomb": (ARTIFACT, ["tensors.npz", "'block0.weight'", "48x12800000", "614400000 elements",
+                                             "limit of 268435456"]),
     "artifact-empty-folder": (ARTIFACT, {"run": ["manifest.yaml is missing"], "sweep": ["neither", "manifest.yaml"]}),
     # training runs (folders of neurosim train)
     "run-malicious-checkpoint": (RUN, ["checkpoint.pt", "not a neurosim checkpoint", "io.open", "refused"]),
@@ -146,6 +148,10 @@ CASES: dict[str, tuple[tuple[tuple[str, ...], ...], list[str] | dict[str, list[s
     "dataset-mnist-missing-test-labels": (MNIST, ["missing t10k-labels-idx1-ubyte"]),
     "dataset-mnist-label-out-of-range": (MNIST, ["t10k-labels-idx1-ubyte", "label 12", "out of range"]),
     "dataset-mnist-corrupt-gzip": (MNIST, ["train-images-idx3-ubyte.gz", "cannot read"]),
+    "dataset-mnist-huge-declared-images": (MNIST, ["train-images-idx3-ubyte", "IDX header", "4000000000x28x28",
+                                                   "limit of 268435456"]),
+    "dataset-mnist-gzip-bomb": (MNIST, ["train-images-idx3-ubyte.gz", "IDX header", "4000000000x28x28",
+                                        "limit of 268435456"]),
     "dataset-root-is-a-file.txt": (MNIST, ["is not a folder"]),
     "dataset-cifar10-malicious-pickle": (CIFAR, ["data_batch_1", "refused pickle global io.open"]),
     "dataset-cifar10-text-instead-of-pickle": (CIFAR, ["data_batch_1", "not a readable pickle"]),
@@ -157,6 +163,8 @@ CASES: dict[str, tuple[tuple[tuple[str, ...], ...], list[str] | dict[str, list[s
     "nir-recurrent.nir": (NIR, {"import": ["block0.neuron", "recurrent edge"],
                                 "import --artifact": ["holds no neurosim deployment"]}),
     "nir-float-model-as-artifact.nir": (NIR_ARTIFACT, ["holds no neurosim deployment"]),
+    "nir-affine-declares-huge-weight.nir": (NIR, ["node 'block0.synapse' weight", "48x12800000", "614400000 elements",
+                                                  "limit of 268435456"]),
 }
 
 CREATED_BY_THE_TEST = {"dataset-mnist-empty-folder", "artifact-empty-folder"}

@@ -20,6 +20,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,30 @@ def artifacts(out: Path, good: Path) -> None:
     (copy("artifact-manifest-yaml-bomb") / "manifest.yaml").write_text(
         "format: neurosim-deployment\nformat_version: 1\n" + "\n".join(bomb) + "\n", encoding="utf-8")
     change_manifest(copy("artifact-negative-timesteps"), lambda m: m.update(timesteps=-4))
+    replace_tensors(copy("artifact-tensors-zip-bomb"),
+                    npz_bomb({**arrays, "block0.weight": arrays["block0.weight"]}, "block0.weight", BOMB_SHAPE))
+
+
+BOMB_SHAPE = (48, 12_800_000)
+"""The shape the bombs declare: 614,400,000 elements (4.9 GB of int64), above neurosim.limits'
+2**28 elements per array, as the issue's NIR file declared for its first Affine."""
+
+
+def npz_bomb(arrays: dict, key: str, shape: tuple[int, ...]) -> bytes:
+    """A deflated .npz of ``arrays`` whose member ``key`` has an .npy header declaring ``shape``
+    (int64), followed by 64 KiB of zeros: a few KB on disk, gigabytes when np.load believes it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            if name == key:
+                np.lib.format.write_array_header_1_0(
+                    member, {"descr": "<i8", "fortran_order": False, "shape": shape})
+                member.write(bytes(64 << 10))
+            else:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            zipped.writestr(name + ".npy", member.getvalue())
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ training runs
@@ -174,6 +199,10 @@ def idx(array: np.ndarray) -> bytes:
     return header + array.tobytes()
 
 
+IDX_IMAGES_HEADER = (0x0803).to_bytes(4, "big")
+"""The magic number of an IDX file of unsigned-byte images (3 dimensions follow)."""
+
+
 def mnist_files(seed: int = 0) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
     return {"train-images-idx3-ubyte": idx(rng.integers(0, 256, size=(6, 4, 4))),
@@ -212,6 +241,12 @@ def datasets(out: Path) -> None:
                 {"data_batch_1": pickle.dumps({b"data": OpenMarker(), b"labels": [0]}, protocol=2), **cifar})
     write_files(out / "dataset-cifar10-text-instead-of-pickle",
                 {"data_batch_1": b"these are not the pickled batches you are looking for\n", **cifar})
+    huge = IDX_IMAGES_HEADER + b"".join(int(d).to_bytes(4, "big") for d in (4_000_000_000, 28, 28))
+    write_files(out / "dataset-mnist-huge-declared-images",
+                {**files, "train-images-idx3-ubyte": huge + bytes(256)})
+    write_files(out / "dataset-mnist-gzip-bomb",
+                {**{k: v for k, v in files.items() if k != "train-images-idx3-ubyte"},
+                 "train-images-idx3-ubyte.gz": gzip.compress(huge + bytes(4 << 20), mtime=0)})
     (out / "dataset-root-is-a-file.txt").write_text("a file where a dataset folder was expected\n", encoding="utf-8")
 
 
@@ -239,6 +274,21 @@ def nir_graphs(out: Path) -> None:
     recurrent = nir.NIRGraph(nodes=nodes, edges=list(graph.edges) + [("block0.neuron", "block0.recurrent"),
                                                                      ("block0.recurrent", "block0.neuron")])
     write_nir(recurrent, out / "nir-recurrent.nir", overwrite=True)
+    nir_bomb(out / "nir-float-model-as-artifact.nir", out / "nir-affine-declares-huge-weight.nir")
+
+
+def nir_bomb(good: Path, target: Path) -> None:
+    """``good`` with the first Affine's weight declared as 48 x 12,800,000 float64 (4.9 GB),
+    gzip-compressed zeros: chunks never written read as the fill value 0, so the file stays a
+    few KB, and nir.read would allocate the whole array to read it."""
+    import h5py
+
+    shutil.copyfile(good, target)
+    with h5py.File(target, "r+") as handle:
+        node = handle["node/nodes/block0.synapse"]
+        del node["weight"]
+        node.create_dataset("weight", shape=(48, 12_800_000), dtype="<f8", chunks=(1, 1 << 17),
+                            compression="gzip", fillvalue=0.0)
 
 
 GENERATED_PREFIXES = ("artifact-", "run-", "dataset-", "nir-")
