@@ -156,7 +156,8 @@ def npz_bomb(arrays: dict, key: str, shape: tuple[int, ...]) -> bytes:
                 member.write(bytes(64 << 10))
             else:
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-            zipped.writestr(name + ".npy", member.getvalue())
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))  # the same bytes every run
+            zipped.writestr(info, member.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
