@@ -245,7 +245,8 @@ def _read_nmnist(name: str, path: Path, cls: Any) -> np.ndarray:
     from tonic.io import read_mnist_file
 
     size = _size(name, path)
-    check_array(f"{name}: {path}", "the recording", (size // NMNIST_BYTES_PER_EVENT,), cls.dtype.itemsize, DatasetError)
+    check_array(f"{name}: {path}", "the recording", (size // NMNIST_BYTES_PER_EVENT,), cls.dtype.itemsize,
+                DatasetError)
     if size % NMNIST_BYTES_PER_EVENT:
         raise DatasetError(f"{name}: {path}: {size} bytes is not a whole number of "
                            f"{NMNIST_BYTES_PER_EVENT}-byte N-MNIST events")
