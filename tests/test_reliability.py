@@ -189,7 +189,8 @@ def test_sigint_during_export_leaves_a_complete_artifact_and_no_temporary_folder
     for attempt in range(8):  # the save lasts milliseconds: catch its temporary folder
         process = subprocess.Popen([*NEUROSIM, "export", str(run), "--out", str(target), "--force"], cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while process.poll() is None and not any(p.name.startswith(".artifact.") for p in tmp_path.iterdir()):
+        while process.poll() is None and not any(p.name.startswith(".artifact.") and p.name.endswith(".tmp")
+                                                 for p in tmp_path.iterdir()):
             time.sleep(0.0005)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=300)
