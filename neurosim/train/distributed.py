@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from neurosim.errors import ConfigError, NeurosimError
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class ProcessGroup:
         dist.all_gather_object(gathered, item)
         return gathered
 
-    def on_main(self, action: Callable[[], T]) -> T | None:
+    def on_main(self, action: Callable[[], Any]) -> Any:
         """Run ``action`` on rank 0 only (taking a folder's lock, preparing its files) and return
         its result there (None elsewhere). A :class:`~neurosim.errors.NeurosimError` it raises is
         raised on every rank, so no rank waits in a collective for one that stopped; this is a
