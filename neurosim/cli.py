@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from neurosim import __version__
@@ -272,6 +274,14 @@ def _train_interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    """``neurosim export``: the whole command holds the output's one-writer lock."""
+    from neurosim.files import writing
+
+    with writing(args.out):
+        return _export(args)
+
+
+def _export(args: argparse.Namespace) -> int:
     import json
 
     from neurosim.export import compile_model
@@ -363,6 +373,14 @@ def _export_artifact_xylo(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    """``neurosim import``: the whole command holds the output's one-writer lock."""
+    from neurosim.files import writing
+
+    with writing(args.out):
+        return _import(args)
+
+
+def _import(args: argparse.Namespace) -> int:
     if args.timesteps is not None and args.timesteps < 1:
         raise UsageError(f"--timesteps must be at least 1, got {args.timesteps}")
     if Path(args.file).suffix == ".npz":
@@ -739,18 +757,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def library_warnings_held() -> Iterator[Callable[[], None]]:
+    """Hold the warnings other libraries (torch, numpy, h5py, ...) raise while a command runs;
+    yields the function that prints them. :func:`main` calls it when the command succeeds (or
+    fails with a traceback) and drops them when it refuses its input or is interrupted, whose one
+    stderr line must be the only one (torch warns "Detected pickle protocol 4 ..." on its way to
+    refusing a pickle posing as a checkpoint). neurosim's own warnings (e.g.
+    :class:`~neurosim.errors.BiasRangeWarning`) print as they happen."""
+    held: list[tuple] = []
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def hold(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+            if category.__module__.split(".")[0] == "neurosim":
+                show(message, category, filename, lineno, file, line)
+            else:
+                held.append((message, category, filename, lineno, file, line))
+
+        def release() -> None:
+            while held:
+                show(*held.pop(0))
+
+        warnings.showwarning = hold
+        yield release
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``neurosim`` command; returns the exit status.
 
-    A user error is one ``error: ...`` line and status 2. Ctrl-C (SIGINT) or SIGTERM stops the
+    A user error is one ``error: ...`` line and status 2, and nothing else on stderr (other
+    libraries' warnings are dropped: :func:`library_warnings_held`). Ctrl-C (SIGINT) or SIGTERM stops the
     command cleanly (no temporary files, every file complete) with one ``interrupted ...`` line
     saying what was kept and how to resume, and status 130 (SIGINT) or 143 (SIGTERM).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    with handle_signals():
+    with handle_signals(), library_warnings_held() as show_warnings:
         try:
-            return args.func(args)
+            status = args.func(args)
+            show_warnings()
+            return status
         except NeurosimError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return EXIT_USER_ERROR
@@ -763,6 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"interrupted by {signal.Signals(signum).name}" + (f": {one_line(kept)}" if kept else ""),
                   file=sys.stderr)
             return 128 + signum
+        except BaseException:  # a bug: its traceback, with everything that led to it
+            show_warnings()
+            raise
         finally:
             if "torch.distributed" in sys.modules:  # leave a torchrun process group cleanly
                 from neurosim.train.distributed import close_process_group

@@ -6,17 +6,24 @@ disk, and renamed over the target (``os.replace`` is atomic on POSIX and Windows
 temporary file is named ``.NAME.<random>.tmp`` and is removed on any failure or interruption. A
 folder that must appear whole (a deployment artifact, an imported run) is filled in a temporary
 folder beside it and renamed into place by :func:`write_folder`.
+
+A run, sweep or artifact folder (or an output file) has one writer at a time: the command that
+writes it holds :func:`writing` for its whole write, an OS file lock on ``.NAME.lock`` beside
+it; a second writer is refused with :class:`FolderBusy` naming the holder's process id.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -145,3 +152,90 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ one writer per folder
+
+LOCK_SUFFIX = ".lock"
+"""A folder or file ``NAME`` being written is locked through ``.NAME.lock`` beside it."""
+
+
+class FolderBusy(OutputError):
+    """Another process is writing the same run, sweep or artifact folder (or output file)."""
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    """The lock file of ``target``: ``.NAME.lock`` beside it (in its parent folder), so a folder
+    that does not exist yet, or is replaced whole by a rename (:func:`write_folder`), is locked too."""
+    path = Path(os.path.abspath(target))
+    if not path.name:  # the root folder has no parent to hold the lock
+        return path / f".neurosim{LOCK_SUFFIX}"
+    return path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+@contextmanager
+def writing(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the one-writer lock of ``target`` (a folder or an output file) while the block runs.
+
+    The lock is an OS file lock (``fcntl.flock``) on :func:`lock_path`, so the kernel releases it
+    when the holder exits or is killed (SIGKILL included): a lock file left by a dead process does
+    not block the next run. The file holds the holder's process id and start time for the message
+    a second writer gets, :class:`FolderBusy` ("DIR is being written by process PID (since ...)");
+    the second writer changes nothing. The lock file is removed when the block ends. Missing
+    parent folders of ``target`` are created for the lock and removed again if they are still
+    empty when the block ends (a refused command leaves nothing behind)."""
+    path = lock_path(target)
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    make_folder(path.parent)
+    try:
+        fd = _acquire(path, Path(target))
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)  # while still held: a waiting process then retries on a fresh file
+            os.close(fd)
+    finally:
+        for folder in created:  # deepest first; a refused command leaves no empty folders behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _acquire(path: Path, target: Path) -> int:
+    """Open and lock ``path``, write this process's id into it and return the descriptor."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot create the lock file {path} ({os_reason(exc)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderBusy(f"{target} is being written by {_holder(path)}; wait for it to end (or stop it), "
+                             "then run again") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the holder removed it as it released: lock the next one
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
+    return fd
+
+
+def _holder(path: Path) -> str:
+    """``process PID (since TIME)`` as the lock file says (it is written just after locking, so
+    wait a moment for it), or ``another process``."""
+    for _ in range(50):
+        try:
+            pid, _, since = path.read_text(encoding="utf-8").strip().partition(" ")
+        except OSError:
+            pid = ""
+        if pid.isdigit():
+            return f"process {pid}" + (f" (since {since})" if since else "")
+        time.sleep(0.02)
+    return "another process"

@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import math
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from neurosim.device.profile import DeviceProfile
 from neurosim.engine.engine import count_synaptic_ops, estimate_energy
 from neurosim.engine.evaluate import evaluate_deployment
 from neurosim.errors import ConfigError, NeurosimError, OutputError
-from neurosim.files import make_folder, os_reason, write_text, write_yaml
+from neurosim.files import make_folder, os_reason, write_text, write_yaml, writing
 from neurosim.interrupts import held_signals
 from neurosim.sweep.grid import Point, make_points, profile_at
 from neurosim.train.distributed import process_group
@@ -242,6 +243,21 @@ def _read_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
     return [dict(zip(columns, row)) for row in csv.reader(lines[1:]) if row]
 
 
+def unique_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each (point, instance) once, its first row kept: results.csv can hold a pair twice when an
+    older neurosim let two processes append to one sweep. The first row is the one written when
+    the pair was first evaluated; a later duplicate is a re-evaluation of the same seeded chip
+    (identical, or a concurrent writer's), so the summary and ``--resume`` never count it."""
+    seen: set[tuple[int, int]] = set()
+    kept = []
+    for row in rows:
+        key = (int(row["point"]), int(row["instance"]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
@@ -304,41 +320,39 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
     setting_keys = list(points[0])
     layers = evaluator.spiking_layers()
     columns = _columns(setting_keys, layers, list(evaluator.layers))
-    results = out / RESULTS
-    if rank == 0:
-        _prepare(out, spec, resume, columns, {"layers": {name: n for name, (n, readout) in evaluator.layers.items()
-                                                        if not readout},
-                                             "timesteps": evaluator.timesteps, "kind": evaluator.kind,
-                                             "profile_name": evaluator.base.name})
-    group.barrier()
-    existing = _read_rows(results, columns)
-    if strict:
-        _refuse_overflow(existing, points, results)
-    done = {(int(r["point"]), int(r["instance"])) for r in existing}
-    items = []
-    for i, point in enumerate(points):
-        todo = [k for k in range(spec.instances) if (i, k) not in done]
-        items += [(i, todo[j:j + spec.chunk]) for j in range(0, len(todo), spec.chunk)]
-    bar = tqdm(total=len(items), desc="sweep", disable=(rank != 0) or (None if progress is None else not progress))
-    for r in range(0, len(items), world):
-        mine = items[r + rank] if r + rank < len(items) else None
-        rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
-                                        for row in evaluator.rows(points[mine[0]], mine[1])]
-        new_rows = [row for part in group.gather(rows) for row in part]
-        if rank == 0:
-            _append_rows(results, columns, new_rows)
-            bar.update(min(world, len(items) - r))
-        if strict:
-            _refuse_overflow(new_rows, points, results)
-    bar.close()
+    facts = {"layers": {name: n for name, (n, readout) in evaluator.layers.items() if not readout},
+             "timesteps": evaluator.timesteps, "kind": evaluator.kind, "profile_name": evaluator.base.name}
     summary: list[dict[str, Any]] = []
-    if rank == 0:
-        rows = _read_rows(results, columns)
-        summary = _summary(rows, points, setting_keys)
-        write_text(out / SUMMARY, _csv_text(summary))
-        from neurosim.sweep.plot import plot_sweeps
-        plot_sweeps([out], out / PLOT)
-    group.barrier()
+    with ExitStack() as held:  # one writer per sweep folder, from sweep.yaml to plot.png
+        results = out / RESULTS
+        group.on_main(lambda: (held.enter_context(writing(out)), _prepare(out, spec, resume, columns, facts)))
+        existing = unique_rows(_read_rows(results, columns))
+        if strict:
+            _refuse_overflow(existing, points, results)
+        done = {(int(r["point"]), int(r["instance"])) for r in existing}
+        items = []
+        for i, point in enumerate(points):
+            todo = [k for k in range(spec.instances) if (i, k) not in done]
+            items += [(i, todo[j:j + spec.chunk]) for j in range(0, len(todo), spec.chunk)]
+        bar = tqdm(total=len(items), desc="sweep", disable=(rank != 0) or (None if progress is None else not progress))
+        for r in range(0, len(items), world):
+            mine = items[r + rank] if r + rank < len(items) else None
+            rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
+                                            for row in evaluator.rows(points[mine[0]], mine[1])]
+            new_rows = [row for part in group.gather(rows) for row in part]
+            if rank == 0:
+                _append_rows(results, columns, new_rows)
+                bar.update(min(world, len(items) - r))
+            if strict:
+                _refuse_overflow(new_rows, points, results)
+        bar.close()
+        if rank == 0:
+            rows = unique_rows(_read_rows(results, columns))
+            summary = _summary(rows, points, setting_keys)
+            write_text(out / SUMMARY, _csv_text(summary))
+            from neurosim.sweep.plot import plot_sweeps
+            plot_sweeps([out], out / PLOT)
+        group.barrier()
     return summary
 
 

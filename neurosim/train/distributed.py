@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from neurosim.errors import ConfigError
+from neurosim.errors import ConfigError, NeurosimError
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,24 @@ class ProcessGroup:
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, item)
         return gathered
+
+    def on_main(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` on rank 0 only (taking a folder's lock, preparing its files) and return
+        its result there (None elsewhere). A :class:`~neurosim.errors.NeurosimError` it raises is
+        raised on every rank, so no rank waits in a collective for one that stopped; this is a
+        collective itself (all ranks call it)."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = action()
+            except NeurosimError as exc:
+                error = exc
+        message = self.gather(None if error is None else str(error))[0] if self.distributed else None
+        if error is not None:
+            raise error
+        if message is not None:
+            raise NeurosimError(message)
+        return result
 
     def barrier(self) -> None:
         """Wait until every process gets here."""

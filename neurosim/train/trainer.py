@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from neurosim.device import load_profile, sample_chips
 from neurosim.device.chips import ChipInstances, DynamicNoise
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import BiasRangeWarning, ConfigError, NeurosimError, TrainingDiverged, brief
-from neurosim.files import atomic_write, make_folder, write_json, write_yaml
+from neurosim.files import atomic_write, make_folder, write_json, write_yaml, writing
 from neurosim.nn.builder import NeuronOptions, build_model
 from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
@@ -360,7 +361,9 @@ def chip_correct_counts(model: SpikingNetwork, profile: DeviceProfile, batches: 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :meth:`Trainer.save`, loaded without executing code."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle makes torch warn about its protocol before
+            warnings.simplefilter("ignore")  # refusing it: the refusal below is the one line to print
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise NeurosimError(f"{path}: no checkpoint there") from None
     except pickle.UnpicklingError as exc:  # weights_only refused something that is not plain data
@@ -465,65 +468,68 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
             raise ConfigError("--init-from starts a new run; it cannot be combined with --resume")
         init_from_run(model, init_from)
     trainer = Trainer(model, profile, config, dataset, progress, group)
-    if resume:
-        if out is None:
-            raise ConfigError("--resume needs --out, the folder of the run to continue")
-        state = load_checkpoint(out / CHECKPOINT)
-        if "optimizer" not in state:
-            raise ConfigError(f"{out / CHECKPOINT}: holds weights only (an imported model), nothing to resume; "
-                              "start a run from it with --init-from")
-        saved = state.get("config")
-        try:  # through the schema, so options added since the run was written take their defaults
-            saved = (config_from_data(dict(saved, epochs=config.epochs), "checkpoint").to_dict()
-                     if isinstance(saved, dict) else None)
-        except ConfigError:
-            saved = None
-        if saved != config.to_dict():
-            raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
-                              "resume with the run's own config.yaml")
-        try:
-            trainer.restore(state)
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise NeurosimError(f"{out / CHECKPOINT}: does not fit this model ({_short(exc)})") from None
-        bad = non_finite_state(model)
-        if bad is not None:
-            raise NeurosimError(f"{out / CHECKPOINT}: {bad} holds NaN or inf; nothing to resume from")
-    elif config.tune_width.enabled:
-        trainer.tune_width()
-    if out is not None and group.is_main:  # only now: a run refused above leaves no folder behind
-        make_folder(out)
-        write_yaml(out / CONFIG, config.to_dict())
-    saved_epoch = trainer.epoch if resume else None  # the epoch of the checkpoint this run has on disk
-    while trainer.epoch < config.epochs:
-        try:
-            epoch_metrics = trainer.train_epoch()
-        except TrainingDiverged as exc:
-            raise TrainingDiverged(f"{exc}; {_kept_checkpoint(out, saved_epoch)}") from None
-        test = trainer.evaluate()
-        epoch_metrics.update(epoch=trainer.epoch, test_accuracy=test["accuracy"])
-        trainer.history.append(epoch_metrics)
+    with ExitStack() as held:  # one writer per run folder, from reading its checkpoint to metrics.json
         if out is not None:
-            trainer.save(out / CHECKPOINT)
-            saved_epoch = trainer.epoch
-    final = trainer.evaluate(chips=config.eval_chips)
-    metrics = {
-        "test_accuracy": final["accuracy"],
-        "test_accuracy_noisy": final.get("accuracy_noisy"),
-        "test_accuracy_noisy_std": final.get("accuracy_noisy_std"),
-        "chip_accuracies": final.get("chip_accuracies"),
-        "eval_chips": config.eval_chips,
-        "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
-        "spikes_per_sample": final["spikes_per_sample"],
-        "spikes_per_layer": final["spikes_per_layer"],
-        "epochs": trainer.epoch,
-        "seconds": time.perf_counter() - start,
-        "processes": group.world,
-        "tuned_surrogate_width": trainer.tuned_width,
-        "width_tuning": None if trainer.width_tuning is None else trainer.width_tuning._asdict(),
-        "history": trainer.history,
-    }
-    if init_from is not None:
-        metrics["initialized_from"] = str(init_from)
-    if out is not None and group.is_main:
-        write_json(out / METRICS, metrics)
+            group.on_main(lambda: held.enter_context(writing(out)))
+        if resume:
+            if out is None:
+                raise ConfigError("--resume needs --out, the folder of the run to continue")
+            state = load_checkpoint(out / CHECKPOINT)
+            if "optimizer" not in state:
+                raise ConfigError(f"{out / CHECKPOINT}: holds weights only (an imported model), nothing to resume; "
+                                  "start a run from it with --init-from")
+            saved = state.get("config")
+            try:  # through the schema, so options added since the run was written take their defaults
+                saved = (config_from_data(dict(saved, epochs=config.epochs), "checkpoint").to_dict()
+                         if isinstance(saved, dict) else None)
+            except ConfigError:
+                saved = None
+            if saved != config.to_dict():
+                raise ConfigError(f"{out / CHECKPOINT}: was trained with other options than these; "
+                                  "resume with the run's own config.yaml")
+            try:
+                trainer.restore(state)
+            except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+                raise NeurosimError(f"{out / CHECKPOINT}: does not fit this model ({_short(exc)})") from None
+            bad = non_finite_state(model)
+            if bad is not None:
+                raise NeurosimError(f"{out / CHECKPOINT}: {bad} holds NaN or inf; nothing to resume from")
+        elif config.tune_width.enabled:
+            trainer.tune_width()
+        if out is not None and group.is_main:  # only now: a run refused above leaves no folder behind
+            make_folder(out)
+            write_yaml(out / CONFIG, config.to_dict())
+        saved_epoch = trainer.epoch if resume else None  # the epoch of the checkpoint this run has on disk
+        while trainer.epoch < config.epochs:
+            try:
+                epoch_metrics = trainer.train_epoch()
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"{exc}; {_kept_checkpoint(out, saved_epoch)}") from None
+            test = trainer.evaluate()
+            epoch_metrics.update(epoch=trainer.epoch, test_accuracy=test["accuracy"])
+            trainer.history.append(epoch_metrics)
+            if out is not None:
+                trainer.save(out / CHECKPOINT)
+                saved_epoch = trainer.epoch
+        final = trainer.evaluate(chips=config.eval_chips)
+        metrics = {
+            "test_accuracy": final["accuracy"],
+            "test_accuracy_noisy": final.get("accuracy_noisy"),
+            "test_accuracy_noisy_std": final.get("accuracy_noisy_std"),
+            "chip_accuracies": final.get("chip_accuracies"),
+            "eval_chips": config.eval_chips,
+            "train_loss": trainer.history[-1]["train_loss"] if trainer.history else None,
+            "spikes_per_sample": final["spikes_per_sample"],
+            "spikes_per_layer": final["spikes_per_layer"],
+            "epochs": trainer.epoch,
+            "seconds": time.perf_counter() - start,
+            "processes": group.world,
+            "tuned_surrogate_width": trainer.tuned_width,
+            "width_tuning": None if trainer.width_tuning is None else trainer.width_tuning._asdict(),
+            "history": trainer.history,
+        }
+        if init_from is not None:
+            metrics["initialized_from"] = str(init_from)
+        if out is not None and group.is_main:
+            write_json(out / METRICS, metrics)
     return TrainResult(model.eval(), config, metrics, out)
