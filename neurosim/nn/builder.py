@@ -154,3 +154,29 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, times
     readout = Readout(math.prod(shape), num_classes, beta=readout_beta, threshold=options.threshold,
                       synapse_decay=options.synapse_decay)
     return SpikingNetwork(blocks, readout, timesteps, tuple(input_shape), spec)
+
+
+TRAINING_STATE_BYTES = 16
+"""Bytes of training state per parameter: float32 weight, gradient and Adam's two moments."""
+ACTIVATION_BYTES = 32
+"""Bytes kept for backpropagation through time per neuron, step and sample: about eight float32
+tensors (input current, synaptic and membrane states, spikes, surrogate gradient, noise)."""
+
+
+def training_bytes(spec: str, input_shape: tuple[int, ...], num_classes: int, timesteps: int,
+                   batch_size: int, **options: Any) -> tuple[int, int]:
+    """``(parameters, estimated bytes)`` of training the model ``spec`` (the keyword arguments of
+    :func:`build_model`) with batches of ``batch_size``: :data:`TRAINING_STATE_BYTES` per
+    parameter plus :data:`ACTIVATION_BYTES` per neuron, step and sample. The model is built on
+    PyTorch's meta device, so nothing of its size is allocated; a lower estimate, not a bound."""
+    with torch.device("meta"):
+        model = build_model(spec, input_shape, num_classes, timesteps, **options)
+        parameters = sum(p.numel() for p in model.parameters())
+        x = torch.empty((1, *input_shape))
+        neurons = num_classes
+        for block in model.blocks:
+            x = block.synapse(x if isinstance(block.synapse, nn.Conv2d) else x.flatten(1))
+            neurons += x[0].numel()
+            if block.pool is not None:
+                x = block.pool(x)
+    return parameters, TRAINING_STATE_BYTES * parameters + ACTIVATION_BYTES * timesteps * batch_size * neurons

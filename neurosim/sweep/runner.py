@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
 import os
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from neurosim import __version__
 from neurosim.device import DynamicNoise, load_profile, sample_chips
 from neurosim.device.profile import DeviceProfile
 from neurosim.engine.engine import count_synaptic_ops, estimate_energy
-from neurosim.engine.evaluate import evaluate_deployment
+from neurosim.engine.evaluate import chip_block, evaluate_deployment
 from neurosim.errors import ConfigError, NeurosimError, OutputError
 from neurosim.files import make_folder, os_reason, write_text, write_yaml, writing
 from neurosim.interrupts import held_signals
@@ -123,6 +125,15 @@ class _Evaluator:
             from neurosim.train.noise import ChipContext
             ChipContext(profile)  # refuses what the training forward cannot simulate
         return profile
+
+    def check_memory(self, points: list[Point]) -> None:
+        """Refuse (:class:`neurosim.memory.MemoryRefusal`) an artifact of which one chip at some
+        point cannot be evaluated in the memory available, before anything is written."""
+        if self.kind != "artifact":
+            return
+        batch = min(self.spec.batch_size, max(len(self.split), 1))
+        for point in points:
+            chip_block(dataclasses.replace(self.deployment, profile=self.profile_at(point)), 1, batch, self.split)
 
     def rows(self, point: Point, instances: list[int]) -> list[dict[str, float]]:
         profile = self.profile_at(point)
@@ -317,6 +328,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
     evaluator = _Evaluator(spec)
     for point in points:  # every point must be valid before anything is written
         evaluator.profile_at(point)
+    evaluator.check_memory(points)
     setting_keys = list(points[0])
     layers = evaluator.spiking_layers()
     columns = _columns(setting_keys, layers, list(evaluator.layers))
@@ -330,19 +342,20 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
         if strict:
             _refuse_overflow(existing, points, results)
         done = {(int(r["point"]), int(r["instance"])) for r in existing}
-        items = []
-        for i, point in enumerate(points):
-            todo = [k for k in range(spec.instances) if (i, k) not in done]
-            items += [(i, todo[j:j + spec.chunk]) for j in range(0, len(todo), spec.chunk)]
-        bar = tqdm(total=len(items), desc="sweep", disable=(rank != 0) or (None if progress is None else not progress))
-        for r in range(0, len(items), world):
-            mine = items[r + rank] if r + rank < len(items) else None
+        chunk = min(spec.chunk, chunk_limit(len(columns)))
+        finished = Counter(i for i, k in done if k < spec.instances)
+        total = sum(math.ceil((spec.instances - finished[i]) / chunk) for i in range(len(points)))
+        items = _chunks(len(points), spec.instances, chunk, done)
+        bar = tqdm(total=total, desc="sweep", disable=(rank != 0) or (None if progress is None else not progress))
+        for r in range(0, total, world):
+            round_items = list(itertools.islice(items, world))
+            mine = round_items[rank] if rank < len(round_items) else None
             rows = [] if mine is None else [{"point": mine[0], **points[mine[0]], **row}
                                             for row in evaluator.rows(points[mine[0]], mine[1])]
             new_rows = [row for part in group.gather(rows) for row in part]
             if rank == 0:
                 _append_rows(results, columns, new_rows)
-                bar.update(min(world, len(items) - r))
+                bar.update(len(round_items))
             if strict:
                 _refuse_overflow(new_rows, points, results)
         bar.close()
@@ -354,6 +367,38 @@ def run_sweep(spec: SweepSpec, out: str | Path, resume: bool = False, progress: 
             plot_sweeps([out], out / PLOT)
         group.barrier()
     return summary
+
+
+ROW_BYTES_PER_COLUMN = 160
+"""Memory one results.csv value takes while its chunk is held (a dict entry, a float, its text)."""
+
+
+def chunk_limit(columns: int) -> int:
+    """Most instances one chunk may hold: rows within :func:`neurosim.memory.block_budget`, and
+    no more chips than an evaluation reports one by one (:data:`~neurosim.engine.evaluate.PER_CHIP_LIMIT`).
+    A larger ``--chunk`` is cut to it; rows do not depend on the chunk. The limit does not
+    depend on the memory free at the moment, so every process of a sharded sweep cuts alike."""
+    from neurosim.engine.evaluate import PER_CHIP_LIMIT
+    from neurosim.memory import BLOCK_CAP, BLOCK_SHARE, block_budget
+
+    budget = block_budget(available=BLOCK_SHARE * BLOCK_CAP)  # BLOCK_CAP, or NEUROSIM_BLOCK_BYTES
+    return max(1, min(PER_CHIP_LIMIT, budget // (ROW_BYTES_PER_COLUMN * max(columns, 1))))
+
+
+def _chunks(points: int, instances: int, chunk: int, done: set[tuple[int, int]]):
+    """``(point, [instances])`` of at most ``chunk`` instances not yet ``done``, in order, made one
+    at a time so that memory does not grow with the number of instances."""
+    for i in range(points):
+        part: list[int] = []
+        for k in range(instances):
+            if (i, k) in done:
+                continue
+            part.append(k)
+            if len(part) == chunk:
+                yield i, part
+                part = []
+        if part:
+            yield i, part
 
 
 def _append_rows(results: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:

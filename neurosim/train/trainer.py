@@ -40,7 +40,7 @@ from neurosim.device.chips import ChipInstances, DynamicNoise
 from neurosim.device.profile import DeviceProfile
 from neurosim.errors import BiasRangeWarning, ConfigError, NeurosimError, TrainingDiverged, brief
 from neurosim.files import atomic_write, make_folder, write_json, write_yaml, writing
-from neurosim.nn.builder import NeuronOptions, build_model
+from neurosim.nn.builder import NeuronOptions, build_model, training_bytes
 from neurosim.nn.layers import SpikingNetwork
 from neurosim.train import methods
 from neurosim.train.config import TrainConfig, config_from_data
@@ -79,13 +79,29 @@ def readout_beta(profile: DeviceProfile) -> float:
 
 def build_for(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[int, ...],
               num_classes: int) -> SpikingNetwork:
-    """The model a config describes, for a dataset's input shape and classes."""
+    """The model a config describes, for a dataset's input shape and classes; refused in one
+    line (:class:`neurosim.memory.MemoryRefusal`) before anything of its size is allocated when
+    training it cannot fit in the memory available (:func:`neurosim.nn.builder.training_bytes`)."""
     try:
+        check_training_memory(config, profile, input_shape, num_classes)
         return build_model(config.model, input_shape, num_classes, config.timesteps,
                            neuron_options(config, profile), norm=config.norm, dropout=config.dropout,
                            tdbn_alpha=config.tdbn_alpha, readout_beta=readout_beta(profile))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model: {exc}") from None
+
+
+def check_training_memory(config: TrainConfig, profile: DeviceProfile, input_shape: tuple[int, ...],
+                          num_classes: int) -> None:
+    """Refuse (:class:`neurosim.memory.MemoryRefusal`) a model whose training cannot fit in memory."""
+    from neurosim.memory import refuse_if_too_large
+
+    parameters, estimate = training_bytes(config.model, input_shape, num_classes, config.timesteps,
+                                          config.batch_size, neuron=neuron_options(config, profile),
+                                          norm=config.norm, dropout=config.dropout, tdbn_alpha=config.tdbn_alpha,
+                                          readout_beta=readout_beta(profile))
+    refuse_if_too_large(f"training model {config.model} ({parameters:,} parameters, batch {config.batch_size}, "
+                        f"{config.timesteps} steps)", estimate)
 
 
 def training_chip_index(step: int, group: ProcessGroup) -> int:
