@@ -256,3 +256,15 @@ def test_train_command_on_a_local_mnist_folder_with_a_conv_model(tmp_path):
                  "--epochs", "2", "--eval-chips", "1", "--norm", "tdbn", "--out", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--model", "mlp:16", "--surrogate", "fast_sigmoid"], "the model has 1"),
+    (["--model", "mlp:16-16"], "needs fast_sigmoid surrogates"),
+])
+def test_width_tuning_a_model_it_does_not_apply_to_is_one_line(tmp_path, capsys, options, words):
+    out = tmp_path / "run"
+    assert main(["train", *options, "--tune-width", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: tune_width: ") and words in err[0], err
+    assert not out.exists()

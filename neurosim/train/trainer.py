@@ -187,8 +187,11 @@ class Trainer:
         inputs, targets = self.batches(self.dataset.train, shuffle=False)[0]
         chip = self.training_chip(0)
         cfg = self.config.tune_width
-        tuning = methods.tune_surrogate_width(
-            self.model, lambda m: self.loss(m(inputs, chip), targets), cfg.low, cfg.high, cfg.iterations)
+        try:
+            tuning = methods.tune_surrogate_width(
+                self.model, lambda m: self.loss(m(inputs, chip), targets), cfg.low, cfg.high, cfg.iterations)
+        except ValueError as exc:  # a model the method does not apply to: the user's options
+            raise ConfigError(f"tune_width: {exc}") from None
         self.tuned_width, self.width_tuning = tuning.gamma, tuning
         warning = tuning.warning(cfg.low, cfg.high)
         if warning and self.group.is_main:
