@@ -193,13 +193,17 @@ def bias_message(name: str, needed: float, numerics: NumericsSpec) -> str:
     return f"{name}: bias needs {needed:.0f} units, more than {limit} hold (max {bias_limit(numerics)})"
 
 
-def check_bias(name: str, scaled: Tensor, numerics: NumericsSpec) -> str | None:
-    """None when every bias of ``scaled`` state units fits :func:`bias_codes`, else the line of
-    :func:`bias_message` for the largest (what export raises and training warns)."""
-    _, _, over = bias_codes(scaled, numerics)
+def bias_overflow(name: str, scaled: Tensor, over: Tensor, numerics: NumericsSpec) -> str | None:
+    """None when no bias of ``scaled`` state units overflowed (``over``, from :func:`bias_codes`),
+    else the line of :func:`bias_message` for the largest (what export raises and training warns)."""
     if not bool(over.any()):
         return None
     return bias_message(name, float(scaled.detach().abs()[over].max()), numerics)
+
+
+def check_bias(name: str, scaled: Tensor, numerics: NumericsSpec) -> str | None:
+    """:func:`bias_overflow` of the biases ``scaled``: None when every one fits :func:`bias_codes`."""
+    return bias_overflow(name, scaled, bias_codes(scaled, numerics)[2], numerics)
 
 
 def split_bias(codes: Tensor, numerics: NumericsSpec) -> tuple[Tensor, Tensor] | None:

@@ -219,10 +219,11 @@ def _quantize_layer(name: str, synapse: nn.Module, weight: torch.Tensor, bias: t
     bias_codes = None
     if bias is not None:  # the rule and the check of the training forward (noise.ChipContext._bias)
         scaled = bias / (unit.reshape(-1) if unit.dim() else unit)
-        refused = quant.check_bias(name, scaled, num)
+        codes_of_bias, _, over = quant.bias_codes(scaled, num)
+        refused = quant.bias_overflow(name, scaled, over, num)
         if refused is not None:
             raise ExportError(refused)
-        bias_codes = quant.bias_codes(scaled, num)[0].to(torch.int64)
+        bias_codes = codes_of_bias.to(torch.int64)
     if isinstance(synapse, nn.Conv2d):
         kind, stride, padding = "conv2d", int(synapse.stride[0]), int(synapse.padding[0])
         k = synapse.kernel_size[0]

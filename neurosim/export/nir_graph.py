@@ -924,7 +924,7 @@ def _build(layers: list[_Layer], input_shape: tuple[int, ...], timesteps: int, w
             surrogate = {"name": trained["surrogate"], **trained.get("surrogate_params", {})}
         name = str(surrogate.pop("name", "atan"))
         if name == "psg":
-            surrogate.pop("shape", None)  # the builder gives PSG its shape per layer kind
+            surrogate.pop("shape", None)  # graphs written before every layer took the arctan shape differ per layer
         settings.append({
             "reset": n.get("reset", "hard"), "reset_grad": n.get("reset_grad"),
             "refractory": int(n.get("refractory", 0)), "v_init": n.get("v_init", "zero"),

@@ -122,8 +122,9 @@ class ChipContext:
         is kept in :attr:`bias_overflows` (the trainer warns with it)."""
         num = self.profile.numerics
         codes, _, over = quant.bias_codes(scaled, num)
-        if bool(over.any()):
-            self.bias_overflows[name] = quant.bias_message(name, float(scaled.detach().abs()[over].max()), num)
+        line = quant.bias_overflow(name, scaled, over, num)
+        if line is not None:
+            self.bias_overflows[name] = line
         lo, hi = quant.bias_range(num)
         return straight_through(codes, scaled.clamp(float(lo), float(hi)))
 
