@@ -74,11 +74,13 @@ class TemporalBatchNorm(nn.BatchNorm1d):
         out = super().forward(x)
         return out if self.scale == 1.0 else out * self.scale  # a pass over the currents spared
 
-    def fold(self) -> tuple[Tensor, Tensor]:
-        """Per-channel ``(gain, offset)`` with ``BN(y) = gain * y + offset`` in eval mode."""
-        inv = torch.rsqrt(self.running_var + self.eps)
+    def fold(self, mean: Tensor | None = None, var: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-channel ``(gain, offset)`` with ``BN(y) = gain * y + offset`` for the statistics
+        ``mean`` and ``var`` (default: the running ones, eval mode)."""
+        mean = self.running_mean if mean is None else mean
+        inv = torch.rsqrt((self.running_var if var is None else var) + self.eps)
         gain = self.weight * inv * self.scale
-        return gain, (self.bias - self.running_mean * self.weight * inv) * self.scale
+        return gain, (self.bias - mean * self.weight * inv) * self.scale
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", scale={self.scale}"
@@ -98,9 +100,7 @@ def fold_norm(synapse: nn.Module, norm: TemporalBatchNorm, x: Tensor | None = No
         dims = [0, *range(2, y.dim())]
         mean, var = y.mean(dims), y.var(dims, correction=0)
         _update_running_statistics(norm, mean, var, y.numel() // y.shape[1])
-        inv = torch.rsqrt(var + norm.eps)
-        gain = norm.weight * inv * norm.scale
-        offset = (norm.bias - mean * norm.weight * inv) * norm.scale
+        gain, offset = norm.fold(mean, var)
     else:
         gain, offset = norm.fold()
     shape = (-1,) + (1,) * (synapse.weight.dim() - 1)
